@@ -1,0 +1,1 @@
+/* domain-xml.c: being written. */

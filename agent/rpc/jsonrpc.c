@@ -1,0 +1,1 @@
+/* rpc/jsonrpc.c: being written. */

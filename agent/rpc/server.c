@@ -1,0 +1,1 @@
+/* rpc/server.c: being written. */

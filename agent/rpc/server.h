@@ -1,0 +1,54 @@
+/* The JSON-RPC server: listeners, connections, limits, method dispatch and event subscriptions. */
+#pragma once
+
+#include <gio/gio.h>
+#include <sys/types.h>
+#include <yajl/yajl_tree.h>
+
+#include "../event-bus.h"
+
+typedef struct BerthRpcServer BerthRpcServer;
+typedef struct BerthRpcCall BerthRpcCall;
+
+typedef struct {
+    gsize max_request;     /* bytes per request line; default 1 MiB; over it: close that conn */
+    guint max_clients;     /* per server; default 128; over it: accept and close at once */
+    guint max_pending;     /* requests in flight per connection; default 32; then stop reading */
+    guint event_queue_len; /* per subscribed connection; default 1024 */
+    gsize max_output;      /* bytes queued for a slow reader before events are dropped, 8 MiB */
+} BerthRpcLimits;
+
+/* A method handler: runs on the main context. It must not block: it answers at once with
+ * berth_rpc_call_reply*(), or submits a job and answers from the job's done callback (or
+ * from any thread: replies are posted to the main context). Every call gets exactly one
+ * reply; the call is freed by the reply. */
+typedef void (*BerthRpcHandler)(BerthRpcCall *call, yajl_val params, gpointer data);
+
+BerthRpcServer *berth_rpc_server_new(GMainContext *ctx, BerthBus *bus,
+                                     const BerthRpcLimits *limits);
+/* Closes every listener and connection. Accepts NULL. */
+void berth_rpc_server_free(BerthRpcServer *server);
+
+/* Adds a method. @modifies: refused with access-denied on read-only listeners. */
+void berth_rpc_server_add_method(BerthRpcServer *server, const char *name, gboolean modifies,
+                                 BerthRpcHandler handler, gpointer data);
+/* Sorted names of every method (g_strfreev). */
+char **berth_rpc_server_list_methods(BerthRpcServer *server);
+
+/* Listens on a unix socket path (an old socket file is replaced; created with @mode). */
+gboolean berth_rpc_server_listen_unix(BerthRpcServer *server, const char *path,
+                                      gboolean readonly, guint mode, GError **error);
+/* Listens on an already-bound listening socket (systemd socket activation); takes @fd. */
+gboolean berth_rpc_server_listen_fd(BerthRpcServer *server, int fd, gboolean readonly,
+                                    GError **error);
+
+const char *berth_rpc_call_method(BerthRpcCall *call);
+/* TRUE when the connection may only query (read-only socket, or a readonly identity). */
+gboolean berth_rpc_call_readonly(BerthRpcCall *call);
+/* Who called, for logs: "uid=1000 gid=1000 pid=4242" (unix) or the certificate subject. */
+const char *berth_rpc_call_peer(BerthRpcCall *call);
+
+/* Replies with @result_json (taken; NULL = null) and frees the call. Any thread. */
+void berth_rpc_call_reply(BerthRpcCall *call, char *result_json);
+/* Replies with an error (named error from BERTH_ERROR codes) and frees the call. Any thread. */
+void berth_rpc_call_reply_error(BerthRpcCall *call, const GError *error);

@@ -1,0 +1,1 @@
+/* state-store.c: being written. */
