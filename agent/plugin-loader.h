@@ -1,0 +1,41 @@
+/* The plugin loader: opens plugins with libltdl, checks the ABI, validates config, runs init. */
+#pragma once
+
+#include <berth/plugin.h>
+
+#include "config.h"
+
+/* The core's record of one plugin (the BerthPluginHandle plugins pass back to host services). */
+struct BerthPluginHandle {
+    char *name;                 /* the name berthd.conf used (= plugin->name once loaded) */
+    char *path;                 /* the file it came from */
+    const BerthPlugin *plugin;  /* its descriptor */
+    gpointer priv;              /* what its init() returned */
+    gboolean required;          /* listed in required_plugins */
+    gboolean initialized;       /* init() succeeded */
+    GHashTable *config;         /* key -> value of its [plugin.NAME] section, defaults applied */
+    GHashTable *config_strv;    /* key -> char ** for BERTH_CONFIG_STRV keys (lazy) */
+    char *state_dir;            /* STATE_DIR/plugins/NAME */
+    char *run_dir;              /* RUN_DIR/plugins/NAME */
+    gpointer core;              /* the daemon's context, opaque to the loader */
+};
+
+/*
+ * Opens every plugin that @config names, from config->plugin_dir only ("NAME" -> NAME.so via
+ * lt_dlopenext), refusing with an error that names the file and the reason: a file or
+ * directory that someone other than root or the running user can write, a missing
+ * berth_plugin_entry symbol, a NULL descriptor, another ABI major or a newer minor, a struct
+ * smaller than the 1.0 descriptor, an unknown kind or a NULL ops table, a name that differs from
+ * the file's or that is loaded already, a config section that does not validate, and (when
+ * @init) a failing init(). A failed optional plugin is logged (warning) and skipped; a failed
+ * required plugin makes the call fail with @error. With @init FALSE nothing runs (for
+ * --list-plugins). Returns the handles in load order (free with berth_plugins_free).
+ */
+GPtrArray *berth_plugins_load(const BerthConfig *config, const BerthHost *host, gpointer core,
+                              gboolean init, GError **error);
+/* Calls every initialized plugin's shutdown() in reverse order; never unloads code. */
+void berth_plugins_shutdown(GPtrArray *plugins);
+void berth_plugins_free(GPtrArray *plugins);
+/* The first initialized plugin of @kind, or NULL. */
+BerthPluginHandle *berth_plugins_find_kind(GPtrArray *plugins, BerthPluginKind kind);
+const char *berth_plugin_kind_name(BerthPluginKind kind); /* "hypervisor", ... */
