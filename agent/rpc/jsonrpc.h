@@ -16,15 +16,22 @@ typedef struct {
     char *id_json;   /* the id exactly as JSON text (number or string), NULL for a notification */
     char *method;
     yajl_val params; /* an object, or NULL when absent (positional arrays are refused) */
+    yajl_val tree;   /* the whole parsed request, which owns @params */
 } BerthRpcRequest;
+
+/* Requests nested deeper than this (objects and arrays) are refused with a parse error before
+ * yajl sees them, because yajl_tree recurses once per level. */
+#define BERTH_RPC_MAX_DEPTH 64
 
 void berth_rpc_request_free(BerthRpcRequest *req);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthRpcRequest, berth_rpc_request_free)
 
 /*
- * Parses one line (without its newline; @len bytes, not NUL-terminated). On failure returns
- * NULL, sets *@rpc_code (PARSE_ERROR or INVALID_REQUEST), and *@id_json to the request's id
- * when one could be read (so the error response can carry it), and fills @error.
+ * Parses one line (without its newline; @len bytes, not NUL-terminated). A batch (a JSON
+ * array) is refused with INVALID_REQUEST; "params": null counts as absent; the id must be a
+ * string, an integer or null (id_json "null"); no id at all is a notification. On failure
+ * returns NULL, sets *@rpc_code (PARSE_ERROR or INVALID_REQUEST), and *@id_json to the
+ * request's id when one could be read (so the error response can carry it), and fills @error.
  */
 BerthRpcRequest *berth_rpc_request_parse(const char *line, gsize len, int *rpc_code,
                                          char **id_json, GError **error);
@@ -47,3 +54,14 @@ gboolean berth_rpc_param_int(yajl_val params, const char *name, gboolean require
                              gint64 *out, GError **error);
 gboolean berth_rpc_param_bool(yajl_val params, const char *name, gboolean required,
                               gboolean *out, GError **error);
+gboolean berth_rpc_param_object(yajl_val params, const char *name, gboolean required,
+                                yajl_val *out, GError **error);
+/* FALSE with an invalid-argument error naming the first member of @params (may be NULL) that is
+ * not in the NULL-terminated @allowed list, so that a typo in a param name is not ignored. */
+gboolean berth_rpc_params_check(yajl_val params, const char *const *allowed, GError **error);
+
+/* @s as a JSON string literal, quoted and escaped (g_free it). */
+char *berth_rpc_json_string(const char *s);
+/* The data.name the server sends with JSON-RPC's own codes: "parse-error", "invalid-request",
+ * "method-not-found", "invalid-argument"; "internal-error" for anything else. */
+const char *berth_rpc_code_name(int rpc_code);
