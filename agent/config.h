@@ -37,11 +37,13 @@ typedef struct {
     guint event_queue;   /* client_event_queue: per subscribed client, default 1024 */
 
     GKeyFile *keyfile;   /* the parsed file, for [plugin.NAME] sections */
+    GHashTable *values;  /* "agent.KEY"/"rpc.KEY" -> effective value as text (diffs, dumps) */
 } BerthConfig;
 
 /* Loads and validates @path (NULL: CONFIG_DIR/berthd.conf of the current mode, which may be
  * missing: then all defaults). Unknown groups or keys, wrong types and out-of-range values are
- * errors naming the group and key: "berthd.conf: [rpc] max_clients: 0 is out of range 1..65536".
+ * errors naming the group and key: "berthd.conf: [rpc] max_clients: '0' is out of range
+ * 1..65536".
  * A [plugin.NAME] group for a plugin not in `plugins` is an error too. */
 BerthConfig *berth_config_load(const char *path, GError **error);
 void berth_config_free(BerthConfig *config);
@@ -56,3 +58,44 @@ GHashTable *berth_config_plugin_section(const BerthConfig *config, const char *p
 /* The reference of every [agent] and [rpc] key (for berthd.conf(5) and --dump-config-keys). */
 const BerthConfigKey *berth_config_agent_keys(void);
 const BerthConfigKey *berth_config_rpc_keys(void);
+
+/* Like berth_config_load() but for the given mode instead of the effective uid's (root:
+ * @privileged TRUE); the default file is the mode's. For tests and --config checks. */
+BerthConfig *berth_config_load_as(const char *path, gboolean privileged, GError **error);
+
+/* Parses @data as the contents of a file named @label (for messages; NULL: "berthd.conf"),
+ * with @privileged's defaults. config->path stays NULL. For tests. */
+BerthConfig *berth_config_load_data(const char *data, const char *label, gboolean privileged,
+                                    GError **error);
+
+/* Checks a key table itself (a plugin's, at load time, and berth-plugin-check): key names
+ * [a-z0-9_]+ and unique, a known type, min <= max, and a default that parses as its type and
+ * lies within range. Errors name the key. */
+gboolean berth_config_keys_check(const BerthConfigKey *keys, GError **error);
+
+/* The name of a key type: "string", "integer", "boolean", "path", "list". */
+const char *berth_config_type_name(BerthConfigType type);
+
+/* Splits a BERTH_CONFIG_STRV value as berth_config_plugin_section() returns it (GKeyFile list
+ * syntax, "a;b;c", with "\;" for a literal ';') into a NULL-terminated array (g_strfreev). */
+char **berth_config_split_strv(const char *value);
+
+/*
+ * For SIGHUP: compares the [agent] and [rpc] keys and the [plugin.NAME] sections of @old and
+ * @new_config. Appends to @needs_restart (char *, g_free) a "[group] key" string for each changed
+ * key that only takes effect at a restart (dirs, sockets, plugins, workers); log_level and the
+ * limits apply live and are not listed. Changed plugin sections are not listed either: whether
+ * they apply live depends on the plugin's reload op (see berth_config_plugin_changed()).
+ * Returns TRUE when anything at all differs.
+ */
+gboolean berth_config_diff(const BerthConfig *old, const BerthConfig *new_config,
+                           GPtrArray *needs_restart);
+
+/* Appends "[plugin.NAME] key" (char *, g_free) to @changed (may be NULL) for every key of
+ * the section that differs between @old and @new_config, as written (defaults are not
+ * applied); returns TRUE when any does. */
+gboolean berth_config_plugin_changed(const BerthConfig *old, const BerthConfig *new_config,
+                                     const char *plugin_name, GPtrArray *changed);
+
+/* TRUE when @name is a valid plugin name: [a-z0-9_-]+, at most 64 characters. */
+gboolean berth_config_plugin_name_valid(const char *name);

@@ -14,7 +14,8 @@ struct BerthPluginHandle {
     gboolean required;          /* listed in required_plugins */
     gboolean initialized;       /* init() succeeded */
     GHashTable *config;         /* key -> value of its [plugin.NAME] section, defaults applied */
-    GHashTable *config_strv;    /* key -> char ** for BERTH_CONFIG_STRV keys (lazy) */
+    GHashTable *config_strv;    /* key -> char ** for BERTH_CONFIG_STRV keys (filled at load,
+                                 * read-only after: host services read it from any thread) */
     char *state_dir;            /* STATE_DIR/plugins/NAME */
     char *run_dir;              /* RUN_DIR/plugins/NAME */
     gpointer core;              /* the daemon's context, opaque to the loader */
@@ -39,3 +40,23 @@ void berth_plugins_free(GPtrArray *plugins);
 /* The first initialized plugin of @kind, or NULL. */
 BerthPluginHandle *berth_plugins_find_kind(GPtrArray *plugins, BerthPluginKind kind);
 const char *berth_plugin_kind_name(BerthPluginKind kind); /* "hypervisor", ... */
+
+/*
+ * Opens plugin @name from @dir exactly as berth_plugins_load() does and applies every check that
+ * needs no config and no other plugin: the name, the file's and directory's owner and mode,
+ * lt_dlopenext, the entry symbol, the ABI version, the descriptor and ops table sizes, the kind,
+ * the name inside (= @name) and the config key table. Returns the descriptor (the code stays
+ * loaded) or NULL and @error naming the file. *@path (may be NULL) gets the file's path, also on
+ * failure when it is known. Shared with sdk/berth-plugin-check.
+ */
+const BerthPlugin *berth_plugin_open(const char *dir, const char *name, char **path,
+                                     GError **error);
+
+/* Refuses (with an error naming @path) a file or directory that someone other than root or
+ * the running user can write: group/other write bits, or another owner. @what is "file" or
+ * "directory" for the message. */
+gboolean berth_plugin_check_owner(const char *what, const char *path, GError **error);
+
+/* The size of @kind's ops table in ABI 1.0 (a smaller table is refused), or 0 for an unknown
+ * kind. */
+gsize berth_plugin_ops_size_1_0(BerthPluginKind kind);
