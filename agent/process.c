@@ -166,16 +166,54 @@ berth_process_spawn(const BerthSpawnSpec *spec, pid_t *pid_out, int *pidfd_out,
 }
 
 typedef struct {
+    guint id;
     pid_t pid;
     int pidfd;
     BerthProcessExitFunc func;
     gpointer data;
-    GSource *source; /* owned; destroyed with the watch */
+    GSource *source;
 } ProcessWatch;
 
-/* id -> ProcessWatch: watches are added and removed on the main context only. */
-static GHashTable *watches;
+/* Protects @watches: watches are added and removed from any thread (plugins spawn from jobs),
+ * and fire on the main context. Each watch is refcounted: one ref for the table, one for its
+ * source, so that an unwatch racing with the exit callback frees nothing in use. */
+static GMutex watches_lock;
+static GHashTable *watches; /* id -> ProcessWatch (the table's ref) */
 static guint next_watch_id = 1;
+
+static void
+watch_clear(gpointer p)
+{
+    ProcessWatch *w = p;
+
+    if (w->source) {
+        g_source_unref(w->source);
+    }
+    if (w->pidfd >= 0) {
+        close(w->pidfd);
+    }
+}
+
+static void
+watch_unref(gpointer p)
+{
+    g_atomic_rc_box_release_full(p, watch_clear);
+}
+
+/* Takes the table's reference of watch @id; NULL when it was unwatched meanwhile. */
+static ProcessWatch *
+watch_steal(guint id)
+{
+    ProcessWatch *w = NULL;
+
+    g_mutex_lock(&watches_lock);
+    if (watches && g_hash_table_steal_extended(watches, GUINT_TO_POINTER(id), NULL,
+                                               (gpointer *) &w)) {
+        /* stolen: the reference is ours now */
+    }
+    g_mutex_unlock(&watches_lock);
+    return w;
+}
 
 /* Reaps @pid when it is our child; -1 when it is not (or was reaped by someone else). */
 static int
@@ -191,36 +229,19 @@ reap(pid_t pid, int pidfd)
         }
         return info.si_status & 0x7f;
     }
-    if (pidfd < 0) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) {
-            return status;
-        }
-    }
     return -1;
 }
 
 static void
-watch_fire(ProcessWatch *w)
+watch_fire(ProcessWatch *src_ref, int status)
 {
-    int status = reap(w->pid, w->pidfd);
-    BerthProcessExitFunc func = w->func;
-    gpointer data = w->data;
-    pid_t pid = w->pid;
-    guint id = 0;
-    GHashTableIter it;
-    gpointer key;
-    gpointer value;
+    ProcessWatch *w = watch_steal(src_ref->id);
 
-    g_hash_table_iter_init(&it, watches);
-    while (g_hash_table_iter_next(&it, &key, &value)) {
-        if (value == w) {
-            id = GPOINTER_TO_UINT(key);
-            break;
-        }
+    if (!w) {
+        return;
     }
-    g_hash_table_remove(watches, GUINT_TO_POINTER(id));
-    func(pid, status, data);
+    w->func(w->pid, status, w->data);
+    watch_unref(w);
 }
 
 static gboolean
@@ -228,7 +249,7 @@ pidfd_ready(int fd, GIOCondition cond, gpointer user_data)
 {
     ProcessWatch *w = user_data;
 
-    watch_fire(w);
+    watch_fire(w, reap(w->pid, w->pidfd));
     return G_SOURCE_REMOVE;
 }
 
@@ -238,47 +259,18 @@ static gboolean
 poll_tick(gpointer user_data)
 {
     ProcessWatch *w = user_data;
-    int status;
+    int status = -1;
     pid_t r = waitpid(w->pid, &status, WNOHANG);
 
-    if (r == w->pid || (r < 0 && errno == ECHILD && kill(w->pid, 0) < 0 && errno == ESRCH)) {
-        if (r == w->pid) {
-            /* Already reaped: hand the status over by faking a reaped watch. */
-            BerthProcessExitFunc func = w->func;
-            gpointer data = w->data;
-            pid_t pid = w->pid;
-            GHashTableIter it;
-            gpointer key;
-            gpointer value;
-            g_hash_table_iter_init(&it, watches);
-            while (g_hash_table_iter_next(&it, &key, &value)) {
-                if (value == w) {
-                    g_hash_table_iter_remove(&it);
-                    break;
-                }
-            }
-            func(pid, status, data);
-        } else {
-            watch_fire(w);
-        }
+    if (r == w->pid) {
+        watch_fire(w, status);
+        return G_SOURCE_REMOVE;
+    }
+    if (r < 0 && errno == ECHILD && kill(w->pid, 0) < 0 && errno == ESRCH) {
+        watch_fire(w, -1);
         return G_SOURCE_REMOVE;
     }
     return G_SOURCE_CONTINUE;
-}
-
-static void
-watch_free(gpointer p)
-{
-    ProcessWatch *w = p;
-
-    if (w->source) {
-        g_source_destroy(w->source);
-        g_source_unref(w->source);
-    }
-    if (w->pidfd >= 0) {
-        close(w->pidfd);
-    }
-    g_free(w);
 }
 
 guint
@@ -301,36 +293,42 @@ berth_process_watch(GMainContext *ctx, pid_t pid, int pidfd, BerthProcessExitFun
             fcntl(pidfd, F_SETFD, FD_CLOEXEC);
         }
     }
-    if (!watches) {
-        watches = g_hash_table_new_full(NULL, NULL, NULL, watch_free);
-    }
-    w = g_new0(ProcessWatch, 1);
+    w = g_atomic_rc_box_new0(ProcessWatch);
     w->pid = pid;
     w->pidfd = pidfd;
     w->func = func;
     w->data = data;
     if (pidfd >= 0) {
         src = g_unix_fd_source_new(pidfd, G_IO_IN);
-        g_source_set_callback(src, (GSourceFunc) (void (*)(void)) pidfd_ready, w, NULL);
+        g_source_set_callback(src, (GSourceFunc) (void (*)(void)) pidfd_ready,
+                              g_atomic_rc_box_acquire(w), watch_unref);
     } else {
         if (g_once_init_enter(&logged_fallback)) {
             g_warning("pidfd_open is not available: polling watched processes every 50 ms");
             g_once_init_leave(&logged_fallback, 1);
         }
         src = g_timeout_source_new(50);
-        g_source_set_callback(src, poll_tick, w, NULL);
+        g_source_set_callback(src, poll_tick, g_atomic_rc_box_acquire(w), watch_unref);
     }
     w->source = src;
-    g_source_attach(src, ctx);
-    id = next_watch_id++;
+    g_mutex_lock(&watches_lock);
+    if (!watches) {
+        watches = g_hash_table_new_full(NULL, NULL, NULL, watch_unref);
+    }
+    id = w->id = next_watch_id++;
     g_hash_table_insert(watches, GUINT_TO_POINTER(id), w);
+    g_mutex_unlock(&watches_lock);
+    g_source_attach(src, ctx);
     return id;
 }
 
 void
 berth_process_unwatch(guint id)
 {
-    if (watches && id) {
-        g_hash_table_remove(watches, GUINT_TO_POINTER(id));
+    ProcessWatch *w = id ? watch_steal(id) : NULL;
+
+    if (w) {
+        g_source_destroy(w->source);
+        watch_unref(w);
     }
 }

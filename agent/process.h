@@ -13,7 +13,7 @@ int berth_process_pidfd_open(pid_t pid);
  * to polling every 50 ms when the kernel has no pidfds, logged once). */
 guint berth_process_watch(GMainContext *ctx, pid_t pid, int pidfd, BerthProcessExitFunc func,
                           gpointer data, GError **error);
-/* Stops a watch (main context only). */
+/* Stops a watch before it fired (any thread). */
 void berth_process_unwatch(guint id);
 
 /* Sends @sig through the pidfd when there is one (no pid reuse race). */

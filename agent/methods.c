@@ -1,0 +1,632 @@
+/* The daemon's JSON-RPC methods: agent.*, domain.* and job.* (events.* live in the server). */
+#include "core.h"
+
+#include <string.h>
+#include <unistd.h>
+#include <yajl/yajl_gen.h>
+
+#include <berth/hypervisor.h>
+#include <berth/json.h>
+
+#include "build-config.h"
+#include "domain-xml.h"
+#include "errors.h"
+#include "rpc/jsonrpc.h"
+
+static void
+reply_gerror(BerthRpcCall *call, GError *error)
+{
+    berth_rpc_call_reply_error(call, error);
+}
+
+/* ---- agent.* ---- */
+
+static void
+agent_info(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    BerthConfig *cfg = core->config;
+    g_autoptr(GPtrArray) doms = berth_registry_list(core->registry);
+    yajl_gen g = yajl_gen_alloc(NULL);
+
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "version", BERTH_VERSION);
+    berth_json_kv_str(g, "hostname", g_get_host_name());
+    berth_json_kv_int(g, "pid", getpid());
+    berth_json_kv_int(g, "uptime_s", (g_get_monotonic_time() - core->started_us) / G_USEC_PER_SEC);
+    berth_json_kv_bool(g, "privileged", cfg->privileged);
+    berth_json_kv_str(g, "config_file", cfg->path);
+    berth_json_str(g, "dirs");
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "config", cfg->config_dir);
+    berth_json_kv_str(g, "state", cfg->state_dir);
+    berth_json_kv_str(g, "run", cfg->run_dir);
+    berth_json_kv_str(g, "plugins", cfg->plugin_dir);
+    berth_json_kv_str(g, "domains", cfg->domains_dir);
+    yajl_gen_map_close(g);
+    berth_json_kv_int(g, "domains", doms->len);
+    berth_json_kv_int(g, "plugins", core->plugins ? core->plugins->len : 0);
+    berth_json_kv_int(g, "last_event_seq", (long long) berth_bus_last_seq(core->bus));
+    yajl_gen_map_close(g);
+    berth_rpc_call_reply(call, berth_json_finish(g));
+}
+
+static void
+agent_plugins(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    yajl_gen g = yajl_gen_alloc(NULL);
+
+    yajl_gen_array_open(g);
+    for (guint i = 0; core->plugins && i < core->plugins->len; i++) {
+        BerthPluginHandle *h = core->plugins->pdata[i];
+        if (!h->initialized) {
+            continue;
+        }
+        yajl_gen_map_open(g);
+        berth_json_kv_str(g, "name", h->plugin->name);
+        berth_json_kv_str(g, "version", h->plugin->version);
+        berth_json_kv_str(g, "kind", berth_plugin_kind_name(h->plugin->kind));
+        berth_json_kv_str(g, "description", h->plugin->description);
+        berth_json_kv_str(g, "path", h->path);
+        berth_json_kv_bool(g, "required", h->required);
+        yajl_gen_map_close(g);
+    }
+    yajl_gen_array_close(g);
+    berth_rpc_call_reply(call, berth_json_finish(g));
+}
+
+/* ---- domain.* ---- */
+
+static void
+gen_domain_summary(yajl_gen g, BerthDomain *dom, gboolean with_xml)
+{
+    BerthDomainInfo info = berth_domain_get_info(dom);
+
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "name", berth_domain_get_name(dom));
+    berth_json_kv_str(g, "uuid", berth_domain_get_uuid(dom));
+    berth_json_kv_str(g, "state", berth_domain_state_name(info.state));
+    berth_json_kv_str(g, "reason", berth_domain_reason_name(info.state, info.reason));
+    berth_json_kv_bool(g, "persistent", info.persistent);
+    berth_json_kv_bool(g, "autostart", info.autostart);
+    if (with_xml) {
+        g_autofree char *xml = berth_domain_get_xml(dom);
+        berth_json_kv_bool(g, "pending_definition", info.has_next);
+        berth_json_kv_str(g, "xml", xml);
+    }
+    yajl_gen_map_close(g);
+}
+
+static void
+domain_list(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) doms = NULL;
+    const char *state_name = NULL;
+    BerthDomainState filter = BERTH_DOMAIN_NOSTATE;
+    yajl_gen g;
+
+    if (!berth_rpc_param_string(params, "state", FALSE, &state_name, &error)) {
+        reply_gerror(call, error);
+        return;
+    }
+    if (state_name && !berth_domain_state_from_name(state_name, &filter)) {
+        g_set_error(&error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "unknown domain state '%s'", state_name);
+        reply_gerror(call, error);
+        return;
+    }
+    doms = berth_registry_list(core->registry);
+    g = yajl_gen_alloc(NULL);
+    yajl_gen_array_open(g);
+    for (guint i = 0; i < doms->len; i++) {
+        if (state_name && berth_domain_get_info(doms->pdata[i]).state != filter) {
+            continue;
+        }
+        gen_domain_summary(g, doms->pdata[i], FALSE);
+    }
+    yajl_gen_array_close(g);
+    berth_rpc_call_reply(call, berth_json_finish(g));
+}
+
+static void
+domain_get(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    const char *name = NULL;
+    yajl_gen g;
+
+    if (!berth_rpc_param_string(params, "name", TRUE, &name, &error) ||
+        !(dom = berth_registry_lookup(core->registry, name, &error))) {
+        reply_gerror(call, error);
+        return;
+    }
+    g = yajl_gen_alloc(NULL);
+    gen_domain_summary(g, dom, TRUE);
+    berth_rpc_call_reply(call, berth_json_finish(g));
+}
+
+/* What a domain job needs; freed with the job. */
+typedef struct {
+    BerthCore *core;
+    char *name;
+    char *xml;       /* domain.define */
+    guint flags;     /* start/shutdown/destroy flags, or parse flags for define */
+} DomainJob;
+
+static void
+domain_job_free(gpointer p)
+{
+    DomainJob *dj = p;
+
+    g_free(dj->name);
+    g_free(dj->xml);
+    g_free(dj);
+}
+
+/* The reply of a lifecycle job: {"job":ID,"state":..,"reason":..}. */
+static char *
+lifecycle_result(BerthCore *core, BerthJob *job, const char *name)
+{
+    g_autoptr(BerthDomain) dom = berth_registry_lookup(core->registry, name, NULL);
+    yajl_gen g = yajl_gen_alloc(NULL);
+
+    yajl_gen_map_open(g);
+    berth_json_kv_int(g, "job", (long long) berth_job_get_id(job));
+    if (dom) {
+        BerthDomainInfo info = berth_domain_get_info(dom);
+        berth_json_kv_str(g, "state", berth_domain_state_name(info.state));
+        berth_json_kv_str(g, "reason", berth_domain_reason_name(info.state, info.reason));
+    } else {
+        berth_json_kv_str(g, "state", "undefined");
+        berth_json_kv_str(g, "reason", "unknown");
+    }
+    yajl_gen_map_close(g);
+    return berth_json_finish(g);
+}
+
+static void
+job_done_reply(BerthJob *job, gpointer data)
+{
+    BerthRpcCall *call = data;
+
+    if (berth_job_get_state(job) == BERTH_JOB_COMPLETED) {
+        berth_rpc_call_reply(call, g_strdup(berth_job_get_result(job)));
+    } else {
+        berth_rpc_call_reply_error(call, berth_job_get_error(job));
+    }
+}
+
+static void
+submit_domain_job(BerthRpcCall *call, BerthCore *core, DomainJob *dj, BerthJobKind kind,
+                  const char *description, guint timeout_ms, BerthJobFunc func)
+{
+    g_autoptr(GError) error = NULL;
+    BerthJobSpec spec = {
+        .struct_size = sizeof(BerthJobSpec),
+        .object_kind = "domain",
+        .object_name = dj->name,
+        .kind = kind,
+        .description = description,
+        .timeout_ms = timeout_ms,
+        .func = func,
+        .data = dj,
+        .data_free = domain_job_free,
+    };
+
+    if (!berth_scheduler_submit(core->sched, &spec, "api", core->ctx, job_done_reply, call,
+                                &error)) {
+        reply_gerror(call, error);
+    }
+}
+
+static gboolean
+job_define(BerthJob *job, gpointer data, GError **error)
+{
+    DomainJob *dj = data;
+    BerthPluginHandle *hv = berth_plugins_find_kind(dj->core->plugins, BERTH_PLUGIN_HYPERVISOR);
+    g_autoptr(BerthDomainDef) def = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    yajl_gen g;
+
+    def = berth_domain_def_parse(dj->xml, strlen(dj->xml), dj->flags, error);
+    if (!def) {
+        return FALSE;
+    }
+    if (hv) {
+        const BerthHypervisorOps *ops = hv->plugin->ops;
+        if (ops->domain_validate && !ops->domain_validate(hv->priv, def, error)) {
+            return FALSE;
+        }
+    }
+    dom = berth_registry_define(dj->core->registry, dj->xml, strlen(dj->xml), dj->flags, error);
+    if (!dom) {
+        return FALSE;
+    }
+    g = yajl_gen_alloc(NULL);
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "name", berth_domain_get_name(dom));
+    berth_json_kv_str(g, "uuid", berth_domain_get_uuid(dom));
+    yajl_gen_map_close(g);
+    berth_job_set_result(job, berth_json_finish(g));
+    return TRUE;
+}
+
+static void
+domain_define(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    const char *xml = NULL;
+    gboolean ignore = FALSE;
+    DomainJob *dj;
+
+    if (!berth_rpc_param_string(params, "xml", TRUE, &xml, &error) ||
+        !berth_rpc_param_bool(params, "ignore_unsupported", FALSE, &ignore, &error)) {
+        reply_gerror(call, error);
+        return;
+    }
+    /* Parsed here for the name the job serializes on; the job parses again to define. */
+    def = berth_domain_def_parse(xml, strlen(xml), ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0,
+                                 &error);
+    if (!def) {
+        reply_gerror(call, error);
+        return;
+    }
+    dj = g_new0(DomainJob, 1);
+    dj->core = core;
+    dj->name = g_strdup(def->name);
+    dj->xml = g_strdup(xml);
+    dj->flags = ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0;
+    submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.define", 0, job_define);
+}
+
+static gboolean
+job_undefine(BerthJob *job, gpointer data, GError **error)
+{
+    DomainJob *dj = data;
+
+    if (!berth_registry_undefine(dj->core->registry, dj->name, error)) {
+        return FALSE;
+    }
+    berth_job_set_result(job, g_strdup("true"));
+    return TRUE;
+}
+
+/* The lifecycle operations share one shape: check the state, call the hypervisor op. */
+typedef enum {
+    OP_START,
+    OP_SHUTDOWN,
+    OP_DESTROY,
+    OP_SUSPEND,
+    OP_RESUME,
+    OP_REBOOT,
+    OP_LAST
+} LifecycleOp;
+
+static const char *const op_methods[OP_LAST] = {
+    "domain.start", "domain.shutdown", "domain.destroy", "domain.suspend", "domain.resume",
+    "domain.reboot",
+};
+
+static gboolean
+lifecycle_job(BerthJob *job, DomainJob *dj, LifecycleOp op, GError **error)
+{
+    BerthPluginHandle *hv = berth_core_hypervisor(dj->core, error);
+    const BerthHypervisorOps *ops;
+    g_autoptr(BerthDomain) dom = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    BerthDomainInfo info;
+    gboolean ok = FALSE;
+    gboolean (*fn)(gpointer, BerthJob *, const BerthDomainDef *, GError **) = NULL;
+
+    if (!hv) {
+        return FALSE;
+    }
+    ops = hv->plugin->ops;
+    dom = berth_registry_lookup(dj->core->registry, dj->name, error);
+    if (!dom) {
+        return FALSE;
+    }
+    /* The state is checked inside the job: the job before this one may have changed it. */
+    info = berth_domain_get_info(dom);
+    switch (op) {
+    case OP_START:
+        if (berth_domain_is_active(dom)) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                        "domain '%s' is already active", dj->name);
+            return FALSE;
+        }
+        break;
+    case OP_SUSPEND:
+        if (info.state != BERTH_DOMAIN_RUNNING) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                        "domain '%s' is not running", dj->name);
+            return FALSE;
+        }
+        fn = ops->domain_suspend;
+        break;
+    case OP_RESUME:
+        if (info.state != BERTH_DOMAIN_PAUSED) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                        "domain '%s' is not paused", dj->name);
+            return FALSE;
+        }
+        fn = ops->domain_resume;
+        break;
+    case OP_REBOOT:
+        fn = ops->domain_reboot;
+        G_GNUC_FALLTHROUGH;
+    default:
+        if (!berth_domain_is_active(dom)) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                        "domain '%s' is not running", dj->name);
+            return FALSE;
+        }
+        break;
+    }
+    def = berth_domain_get_def(dom);
+    switch (op) {
+    case OP_START:
+        if (!ops->domain_start) {
+            break;
+        }
+        ok = ops->domain_start(hv->priv, job, def, dj->flags, error);
+        goto done;
+    case OP_SHUTDOWN:
+        if (!ops->domain_shutdown) {
+            break;
+        }
+        ok = ops->domain_shutdown(hv->priv, job, def, dj->flags, error);
+        goto done;
+    case OP_DESTROY:
+        if (!ops->domain_destroy) {
+            break;
+        }
+        ok = ops->domain_destroy(hv->priv, job, def, dj->flags, error);
+        goto done;
+    default:
+        if (!fn) {
+            break;
+        }
+        ok = fn(hv->priv, job, def, error);
+        goto done;
+    }
+    g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                "hypervisor plugin '%s' does not support %s", hv->name, op_methods[op]);
+    return FALSE;
+
+done:
+    if (ok) {
+        berth_job_set_result(job, lifecycle_result(dj->core, job, dj->name));
+    } else if (error && !*error) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                    "hypervisor plugin '%s' failed %s of domain '%s' without saying why",
+                    hv->name, op_methods[op], dj->name);
+    }
+    return ok;
+}
+
+#define LIFECYCLE_JOB(fn, op)                                              \
+    static gboolean fn(BerthJob *job, gpointer data, GError **error)      \
+    {                                                                      \
+        return lifecycle_job(job, data, op, error);                        \
+    }
+LIFECYCLE_JOB(job_start, OP_START)
+LIFECYCLE_JOB(job_shutdown, OP_SHUTDOWN)
+LIFECYCLE_JOB(job_destroy, OP_DESTROY)
+LIFECYCLE_JOB(job_suspend, OP_SUSPEND)
+LIFECYCLE_JOB(job_resume, OP_RESUME)
+LIFECYCLE_JOB(job_reboot, OP_REBOOT)
+#undef LIFECYCLE_JOB
+
+static BerthJobFunc const op_funcs[OP_LAST] = {
+    job_start, job_shutdown, job_destroy, job_suspend, job_resume, job_reboot,
+};
+
+guint64
+berth_daemon_start_domain(BerthCore *core, const char *name, GError **error)
+{
+    DomainJob *dj = g_new0(DomainJob, 1);
+    BerthJobSpec spec = {
+        .struct_size = sizeof(BerthJobSpec),
+        .object_kind = "domain",
+        .object_name = name,
+        .kind = BERTH_JOB_MODIFY,
+        .description = "domain.start (autostart)",
+        .func = job_start,
+        .data = dj,
+        .data_free = domain_job_free,
+    };
+
+    dj->core = core;
+    dj->name = g_strdup(name);
+    return berth_scheduler_submit(core->sched, &spec, "autostart", NULL, NULL, NULL, error);
+}
+
+static void
+domain_lifecycle(BerthRpcCall *call, yajl_val params, BerthCore *core, LifecycleOp op)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    const char *name = NULL;
+    gboolean flag = FALSE;
+    gint64 timeout_ms = 0;
+    DomainJob *dj;
+    BerthJobKind kind = op == OP_DESTROY ? BERTH_JOB_DESTROY : BERTH_JOB_MODIFY;
+
+    if (!berth_rpc_param_string(params, "name", TRUE, &name, &error) ||
+        (op == OP_START && !berth_rpc_param_bool(params, "paused", FALSE, &flag, &error)) ||
+        (op == OP_SHUTDOWN && !berth_rpc_param_bool(params, "force", FALSE, &flag, &error)) ||
+        (op == OP_SHUTDOWN &&
+         !berth_rpc_param_int(params, "timeout_ms", FALSE, &timeout_ms, &error))) {
+        reply_gerror(call, error);
+        return;
+    }
+    if (timeout_ms < 0 || timeout_ms > 24 * 3600 * 1000) {
+        g_set_error(&error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "timeout_ms %" G_GINT64_FORMAT " is out of range 0..86400000", timeout_ms);
+        reply_gerror(call, error);
+        return;
+    }
+    /* Unknown names fail at once, without a job. */
+    dom = berth_registry_lookup(core->registry, name, &error);
+    if (!dom) {
+        reply_gerror(call, error);
+        return;
+    }
+    dj = g_new0(DomainJob, 1);
+    dj->core = core;
+    dj->name = g_strdup(name);
+    if (op == OP_START && flag) {
+        dj->flags |= BERTH_START_PAUSED;
+    }
+    if (op == OP_SHUTDOWN && flag) {
+        dj->flags |= BERTH_SHUTDOWN_FORCE;
+    }
+    submit_domain_job(call, core, dj, kind, op_methods[op], (guint) timeout_ms, op_funcs[op]);
+}
+
+#define LIFECYCLE_METHOD(fn, op)                                                 \
+    static void fn(BerthRpcCall *call, yajl_val params, gpointer data)          \
+    {                                                                            \
+        domain_lifecycle(call, params, data, op);                                \
+    }
+LIFECYCLE_METHOD(domain_start, OP_START)
+LIFECYCLE_METHOD(domain_shutdown, OP_SHUTDOWN)
+LIFECYCLE_METHOD(domain_destroy, OP_DESTROY)
+LIFECYCLE_METHOD(domain_suspend, OP_SUSPEND)
+LIFECYCLE_METHOD(domain_resume, OP_RESUME)
+LIFECYCLE_METHOD(domain_reboot, OP_REBOOT)
+#undef LIFECYCLE_METHOD
+
+static void
+domain_undefine(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    const char *name = NULL;
+    DomainJob *dj;
+
+    if (!berth_rpc_param_string(params, "name", TRUE, &name, &error) ||
+        !(dom = berth_registry_lookup(core->registry, name, &error))) {
+        reply_gerror(call, error);
+        return;
+    }
+    dj = g_new0(DomainJob, 1);
+    dj->core = core;
+    dj->name = g_strdup(name);
+    submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.undefine", 0, job_undefine);
+}
+
+/* ---- job.* ---- */
+
+static gboolean
+param_job_id(yajl_val params, guint64 *id, GError **error)
+{
+    gint64 v = 0;
+
+    if (!berth_rpc_param_int(params, "id", TRUE, &v, error)) {
+        return FALSE;
+    }
+    if (v <= 0) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "job id %" G_GINT64_FORMAT " is not valid: ids start at 1", v);
+        return FALSE;
+    }
+    *id = (guint64) v;
+    return TRUE;
+}
+
+static void
+job_list(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GPtrArray) jobs = berth_scheduler_list(core->sched);
+    GString *out = g_string_new("[");
+
+    for (guint i = 0; i < jobs->len; i++) {
+        g_autofree char *j = berth_job_to_json(jobs->pdata[i]);
+        if (i > 0) {
+            g_string_append_c(out, ',');
+        }
+        g_string_append(out, j);
+    }
+    g_string_append_c(out, ']');
+    berth_rpc_call_reply(call, g_string_free(out, FALSE));
+}
+
+static void
+job_get(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthJob) job = NULL;
+    guint64 id = 0;
+
+    if (!param_job_id(params, &id, &error)) {
+        reply_gerror(call, error);
+        return;
+    }
+    job = berth_scheduler_lookup(core->sched, id);
+    if (!job) {
+        g_set_error(&error, BERTH_ERROR, BERTH_ERROR_NO_SUCH_JOB, "job %" G_GUINT64_FORMAT
+                    " does not exist (or is no longer remembered)", id);
+        reply_gerror(call, error);
+        return;
+    }
+    berth_rpc_call_reply(call, berth_job_to_json(job));
+}
+
+static void
+job_cancel(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    guint64 id = 0;
+
+    if (!param_job_id(params, &id, &error) ||
+        !berth_scheduler_cancel(core->sched, id, &error)) {
+        reply_gerror(call, error);
+        return;
+    }
+    g_info("job %" G_GUINT64_FORMAT " cancelled by %s", id, berth_rpc_call_peer(call));
+    berth_rpc_call_reply(call, g_strdup("true"));
+}
+
+void
+berth_daemon_register_methods(BerthRpcServer *server, BerthCore *core)
+{
+    static const struct {
+        const char *name;
+        gboolean modifies;
+        BerthRpcHandler handler;
+    } methods[] = {
+        { "agent.info", FALSE, agent_info },
+        { "agent.plugins", FALSE, agent_plugins },
+        { "domain.define", TRUE, domain_define },
+        { "domain.undefine", TRUE, domain_undefine },
+        { "domain.list", FALSE, domain_list },
+        { "domain.get", FALSE, domain_get },
+        { "domain.start", TRUE, domain_start },
+        { "domain.shutdown", TRUE, domain_shutdown },
+        { "domain.destroy", TRUE, domain_destroy },
+        { "domain.suspend", TRUE, domain_suspend },
+        { "domain.resume", TRUE, domain_resume },
+        { "domain.reboot", TRUE, domain_reboot },
+        { "job.list", FALSE, job_list },
+        { "job.get", FALSE, job_get },
+        { "job.cancel", TRUE, job_cancel },
+    };
+
+    for (gsize i = 0; i < G_N_ELEMENTS(methods); i++) {
+        berth_rpc_server_add_method(server, methods[i].name, methods[i].modifies,
+                                    methods[i].handler, core);
+    }
+}
