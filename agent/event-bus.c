@@ -56,6 +56,7 @@ struct BerthBusSub {
 struct BerthBus {
     GMutex lock; /* protects seq, the ring, subs and each subscriber's producer side */
     guint64 seq;
+    gint64 last_time; /* timestamp of the newest event */
     guint ring_size;
     guint ring_count;
     guint ring_next; /* the slot the next event goes into (the oldest one when full) */
@@ -65,25 +66,17 @@ struct BerthBus {
 
 static gint bad_detail_logged; /* atomic: an unparsable detail was logged once */
 
-static gsize
-str_size(const char *s)
-{
-    return s ? strlen(s) + 1 : 0;
-}
-
+/* Copies @len bytes of @s (its NUL included) to *@dst and advances it; NULL stays NULL. */
 static const char *
-str_put(char **dst, const char *s)
+str_put(char **dst, const char *s, gsize len)
 {
-    char *out;
-    gsize n;
+    char *out = *dst;
 
     if (!s) {
         return NULL;
     }
-    n = strlen(s) + 1;
-    out = *dst;
-    memcpy(out, s, n);
-    *dst += n;
+    memcpy(out, s, len);
+    *dst += len;
     return out;
 }
 
@@ -91,19 +84,27 @@ str_put(char **dst, const char *s)
 static BusEvent *
 bus_event_new(const BerthEvent *src)
 {
-    gsize total = str_size(src->object_kind) + str_size(src->object_name) +
-                  str_size(src->object_uuid) + str_size(src->type) + str_size(src->detail_json);
-    BusEvent *ev = g_malloc(sizeof(BusEvent) + total);
-    char *p = ev->strings;
+    const char *strs[] = { src->object_kind, src->object_name, src->object_uuid, src->type,
+                           src->detail_json };
+    gsize lens[G_N_ELEMENTS(strs)];
+    gsize total = 0;
+    BusEvent *ev;
+    char *p;
 
+    for (guint i = 0; i < G_N_ELEMENTS(strs); i++) {
+        lens[i] = strs[i] ? strlen(strs[i]) + 1 : 0;
+        total += lens[i];
+    }
+    ev = g_malloc(sizeof(BusEvent) + total);
+    p = ev->strings;
     ev->pub.struct_size = sizeof(BerthEvent);
     ev->pub.seq = 0;
     ev->pub.timestamp_us = 0;
-    ev->pub.object_kind = str_put(&p, src->object_kind);
-    ev->pub.object_name = str_put(&p, src->object_name);
-    ev->pub.object_uuid = str_put(&p, src->object_uuid);
-    ev->pub.type = str_put(&p, src->type);
-    ev->pub.detail_json = str_put(&p, src->detail_json);
+    ev->pub.object_kind = str_put(&p, strs[0], lens[0]);
+    ev->pub.object_name = str_put(&p, strs[1], lens[1]);
+    ev->pub.object_uuid = str_put(&p, strs[2], lens[2]);
+    ev->pub.type = str_put(&p, strs[3], lens[3]);
+    ev->pub.detail_json = str_put(&p, strs[4], lens[4]);
     ev->ref = 1;
     return ev;
 }
@@ -286,16 +287,20 @@ berth_bus_publish(BerthBus *bus, const BerthEvent *event)
     BusEvent *ev;
     guint nsubs, pushed = 0;
     guint64 seq;
+    gint64 now;
 
     g_return_val_if_fail(bus && event, 0);
     g_return_val_if_fail(event->object_kind && event->object_name && event->type, 0);
 
-    /* Copy outside the lock: the critical section only orders and hands out pointers. */
+    /* Copy and read the clock outside the lock: the critical section only orders and hands
+     * out pointers. Timestamps are made non-decreasing in seq order under the lock. */
     ev = bus_event_new(event);
+    now = g_get_real_time();
     g_mutex_lock(&bus->lock);
     seq = ++bus->seq;
+    bus->last_time = MAX(bus->last_time, now);
     ev->pub.seq = seq;
-    ev->pub.timestamp_us = g_get_real_time();
+    ev->pub.timestamp_us = bus->last_time;
     nsubs = bus->subs->len;
     /* Every reference the ring and the subscribers may need, taken before anyone sees the
      * event (a plain store); the unused ones go back in one atomic op after unlock. */
