@@ -767,6 +767,8 @@ static gboolean message_loop(VfsDevice *dev, GError **error)
             ok = rc == 0;
             break;
         }
+        g_debug("vhost-user %s (%u bytes, %u fds)", vhost_user_request_name(msg->hdr.request),
+                msg->hdr.size, msg->nfds);
         gboolean done = msg_dispatch(dev, msg, &err);
         vhost_user_msg_close_fds(msg);
         if (!done && !dev->send_error) {

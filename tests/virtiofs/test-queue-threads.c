@@ -1,0 +1,152 @@
+/* Queue threads and the pool: GET_VRING_BASE with requests in flight, disconnects mid-traffic. */
+#include <string.h>
+
+#include "vfs-test.h"
+
+#define NQUEUES 5 /* hiprio + 4 request queues */
+
+typedef struct {
+    guint pool;
+    guint iterations;
+} ThreadCase;
+
+/* Submits @n GETATTR requests on queue @q and kicks. */
+static void submit(VfsTest *t, guint q, guint n, guint64 *unique)
+{
+    guint8 req[64];
+    for (guint i = 0; i < n; i++) {
+        struct fuse_getattr_in in = { 0 };
+        gsize len = vfs_fe_fuse_build(req, FUSE_GETATTR, 1 + q, (*unique)++, &in, sizeof(in),
+                                      NULL, 0);
+        guint64 req_gpa = vfs_fe_alloc(t->fe, len, 8);
+        guint64 reply_gpa = vfs_fe_alloc(t->fe, 256, 8);
+        g_assert_cmpint(vfs_fe_submit_split(t->fe, q, req_gpa, req, len, reply_gpa, 256, 0,
+                                            FALSE), >=, 0);
+    }
+    vfs_fe_kick(t->fe, q);
+}
+
+/* Takes @n used entries from queue @q, each a complete GETATTR reply. */
+static void drain(VfsTest *t, guint q, guint n)
+{
+    for (guint i = 0; i < n; i++) {
+        VfsFeUsed used;
+        g_assert_true(vfs_fe_wait_used(t->fe, q, &used, VFS_TEST_TIMEOUT_MS));
+        g_assert_cmpuint(used.len, ==, sizeof(struct fuse_out_header) +
+                                           sizeof(struct fuse_attr_out));
+    }
+}
+
+static void test_get_vring_base_in_flight(gconstpointer data)
+{
+    const ThreadCase *c = data;
+    VfsFeSetup setup = { .nqueues = NQUEUES, .qsize = 128 };
+    VfsTest t;
+    guint64 unique = 1;
+    guint16 submitted[NQUEUES] = { 0 };
+
+    vfs_test_up(&t, c->pool, &setup);
+    t.fs.delay_us = 20;
+    for (guint it = 0; it < c->iterations; it++) {
+        guint per_queue = 1 + it % 8;
+        for (guint q = 0; q < NQUEUES; q++) {
+            submit(&t, q, per_queue, &unique);
+            submitted[q] += per_queue;
+        }
+        /* Stop every queue while its requests are being handled. */
+        for (guint q = 0; q < NQUEUES; q++) {
+            g_autoptr(GError) error = NULL;
+            guint base;
+            g_assert_true(vfs_fe_queue_stop(t.fe, q, &base, &error));
+            g_assert_no_error(error);
+            /* Every request the device took is answered before it reports the base. */
+            g_assert_cmpuint(vfs_fe_used_idx(t.fe, q), ==, base);
+            g_assert_cmpuint((guint16)(submitted[q] - base), <=, per_queue);
+        }
+        for (guint q = 0; q < NQUEUES; q++) {
+            g_autoptr(GError) error = NULL;
+            g_assert_true(vfs_fe_queue_start(t.fe, q, &error));
+            g_assert_no_error(error);
+            vfs_fe_kick(t.fe, q);
+        }
+        for (guint q = 0; q < NQUEUES; q++) {
+            drain(&t, q, per_queue);
+            g_assert_cmpuint(vfs_fe_used_idx(t.fe, q), ==, submitted[q]);
+        }
+        vfs_fe_alloc_reset(t.fe);
+    }
+    g_assert_cmpint(g_atomic_int_get(&t.fs.calls), ==, (gint)(unique - 1));
+    vfs_test_down(&t);
+}
+
+static void test_disconnect_mid_traffic(gconstpointer data)
+{
+    const ThreadCase *c = data;
+    VfsFeSetup setup = { .nqueues = NQUEUES, .qsize = 128 };
+
+    for (guint it = 0; it < c->iterations; it++) {
+        VfsTest t;
+        guint64 unique = 1;
+        vfs_test_up(&t, c->pool, &setup);
+        t.fs.delay_us = 50;
+        for (guint q = 0; q < NQUEUES; q++) {
+            submit(&t, q, 60, &unique);
+        }
+        g_usleep(g_random_int_range(0, 3000));
+        /* The front-end goes away (QEMU crashed or quit) with requests in flight. */
+        g_clear_pointer(&t.fe, vfs_fe_free);
+        g_autoptr(GError) error = NULL;
+        g_assert_true(vfs_device_wait(t.dev, &error));
+        g_assert_no_error(error);
+        /* Nothing runs after the device says it is done. */
+        gint calls = g_atomic_int_get(&t.fs.calls);
+        g_usleep(5000);
+        g_assert_cmpint(g_atomic_int_get(&t.fs.calls), ==, calls);
+        vfs_test_down(&t);
+    }
+}
+
+static void test_pool_traffic(gconstpointer data)
+{
+    const ThreadCase *c = data;
+    VfsFeSetup setup = { .nqueues = NQUEUES, .qsize = 128 };
+    VfsTest t;
+    guint64 unique = 1;
+
+    vfs_test_up(&t, c->pool, &setup);
+    t.fs.delay_us = 10;
+    for (guint it = 0; it < c->iterations; it++) {
+        /* 8 requests in flight on each request queue. */
+        for (guint q = 1; q < NQUEUES; q++) {
+            submit(&t, q, 8, &unique);
+        }
+        for (guint q = 1; q < NQUEUES; q++) {
+            drain(&t, q, 8);
+        }
+        vfs_fe_alloc_reset(t.fe);
+    }
+    g_assert_cmpint(g_atomic_int_get(&t.fs.calls), ==, (gint)(unique - 1));
+    vfs_test_down(&t);
+}
+
+int main(int argc, char **argv)
+{
+    static const guint pools[] = { 0, 1, 64 };
+    static ThreadCase base_cases[3], disc_cases[3], traffic_cases[3];
+
+    vfs_test_init(&argc, &argv);
+    for (guint i = 0; i < G_N_ELEMENTS(pools); i++) {
+        base_cases[i] = (ThreadCase){ pools[i], 1000 };
+        disc_cases[i] = (ThreadCase){ pools[i], 30 };
+        traffic_cases[i] = (ThreadCase){ pools[i], 200 };
+        g_autofree char *p1 = g_strdup_printf(
+            "/virtiofs/threads/get-vring-base-in-flight/pool-%u", pools[i]);
+        g_autofree char *p2 = g_strdup_printf(
+            "/virtiofs/threads/disconnect-mid-traffic/pool-%u", pools[i]);
+        g_autofree char *p3 = g_strdup_printf("/virtiofs/threads/traffic/pool-%u", pools[i]);
+        g_test_add_data_func(p1, &base_cases[i], test_get_vring_base_in_flight);
+        g_test_add_data_func(p2, &disc_cases[i], test_disconnect_mid_traffic);
+        g_test_add_data_func(p3, &traffic_cases[i], test_pool_traffic);
+    }
+    return g_test_run();
+}
