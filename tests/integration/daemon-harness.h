@@ -1,0 +1,49 @@
+/* A real berthd in a temporary directory, for tests that drive it over its sockets. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "ctl/client.h"
+
+typedef struct {
+    char *dir;        /* the temp dir holding everything */
+    char *conf;       /* berthd.conf */
+    char *sock;       /* read-write socket */
+    char *sock_ro;    /* read-only socket */
+    char *domains;    /* domains dir */
+    char *record;     /* testhv's call record */
+    char *log;        /* berthd's stderr */
+    GSubprocess *proc;
+} Daemon;
+
+/* Creates the dir and a config loading testhv with @testhv_keys (extra "key=value\n" lines for
+ * [plugin.testhv], may be NULL). */
+Daemon *daemon_new(const char *testhv_keys);
+/* Starts berthd and waits until its socket answers; fails the test otherwise. */
+void daemon_start(Daemon *d);
+/* SIGTERM and wait; asserts a clean exit. */
+void daemon_stop(Daemon *d);
+/* Sends a signal. */
+void daemon_signal(Daemon *d, int sig);
+/* Stops it if running and removes the dir. */
+void daemon_free(Daemon *d);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Daemon, daemon_free)
+
+BerthClient *daemon_connect(Daemon *d, gboolean readonly);
+/* Calls and asserts success; returns the result text (g_free). */
+char *call_ok(BerthClient *c, const char *method, const char *params);
+/* Calls and asserts the named error; returns nothing. */
+void call_fails(BerthClient *c, const char *method, const char *params, int code);
+/* A minimal domain XML named @name. */
+char *domain_xml(const char *name);
+/* Waits for the next "event" notification whose type is @type (skipping others) within 10 s,
+ * returns its params (g_free). Fails the test on timeout. */
+char *wait_event(BerthClient *c, const char *type);
+/* The state of @name from domain.get ("running", ...); g_free. */
+char *domain_state(BerthClient *c, const char *name, char **reason);
+/* Polls domain.get until the state is @state (10 s), fails otherwise. */
+void wait_state(BerthClient *c, const char *name, const char *state);
+/* The pid testhv saved in the live status of @name, or 0. */
+int domain_pid(Daemon *d, const char *name);
+/* Runs a program to completion; returns its exit status, stdout in *out (may be NULL). */
+int run_cmd(const char *const *argv, char **out);
