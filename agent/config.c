@@ -227,8 +227,7 @@ value_parse(GKeyFile *kf, const char *group, const BerthConfigKey *k, const char
     case BERTH_CONFIG_PATH: {
         g_autofree char *s = g_key_file_get_string(kf, group, k->key, &local);
         if (!s) {
-            value_fail(error, where, "'%s' is not a valid string: %s", shown,
-                        local->message);
+            value_fail(error, where, "'%s' has an invalid escape sequence", shown);
             return NULL;
         }
         if (k->type == BERTH_CONFIG_PATH && !g_path_is_absolute(s)) {
@@ -264,8 +263,7 @@ value_parse(GKeyFile *kf, const char *group, const BerthConfigKey *k, const char
     case BERTH_CONFIG_STRV: {
         g_auto(GStrv) list = g_key_file_get_string_list(kf, group, k->key, NULL, &local);
         if (!list) {
-            value_fail(error, where, "'%s' is not a valid list: %s", shown,
-                        local->message);
+            value_fail(error, where, "'%s' has an invalid escape sequence", shown);
             return NULL;
         }
         return g_strdup(raw);
@@ -593,7 +591,10 @@ config_from_data(const char *data, gsize len, const char *label, gboolean privil
                     "%s: the file is larger than %d bytes", label, CONFIG_MAX_BYTES);
         return NULL;
     }
-    if (data && !g_key_file_load_from_data(config->keyfile, data, len, G_KEY_FILE_NONE, &local)) {
+    /* Keep "key[locale]" entries, which GKeyFile would otherwise drop silently: they are
+     * unknown keys to us. */
+    if (data && !g_key_file_load_from_data(config->keyfile, data, len,
+                                           G_KEY_FILE_KEEP_TRANSLATIONS, &local)) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT, "%s: %s", label,
                     local->message);
         return NULL;

@@ -69,29 +69,35 @@ plugin_fail(GError **error, const char *fmt, ...)
 }
 
 gboolean
-berth_plugin_check_owner(const char *what, const char *path, GError **error)
+berth_plugin_check_owner(const char *file, const char *path, GError **error)
 {
     struct stat st;
+    g_autofree char *what = NULL;
 
+    /* Name the file first: the file is what the admin listed, the directory is why. */
+    if (strcmp(file, path) == 0) {
+        what = g_strdup_printf("plugin file '%s'", file);
+    } else {
+        what = g_strdup_printf("plugin file '%s' is in directory '%s', which", file, path);
+    }
     if (stat(path, &st) < 0) {
         int err = errno;
         if (err == ENOENT) {
-            return plugin_fail(error, "plugin %s '%s' does not exist", what, path);
+            return plugin_fail(error, "%s does not exist", what);
         }
-        return plugin_fail(error, "plugin %s '%s' cannot be checked: %s", what, path,
-                           g_strerror(err));
+        return plugin_fail(error, "%s cannot be checked: %s", what, g_strerror(err));
     }
     if (st.st_uid != 0 && st.st_uid != geteuid()) {
         return plugin_fail(error,
-                           "plugin %s '%s' is owned by uid %u, neither root nor the running "
-                           "user: that user could replace the code berthd runs",
-                           what, path, (unsigned)st.st_uid);
+                           "%s is owned by uid %u, neither root nor the running user: that user "
+                           "could replace the code berthd runs",
+                           what, (unsigned)st.st_uid);
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
         return plugin_fail(error,
-                           "plugin %s '%s' is writable by group or others (mode %04o): they "
-                           "could replace the code berthd runs",
-                           what, path, (unsigned)(st.st_mode & 07777));
+                           "%s is writable by group or others (mode %04o): they could replace "
+                           "the code berthd runs",
+                           what, (unsigned)(st.st_mode & 07777));
     }
     return TRUE;
 }
@@ -104,13 +110,14 @@ check_files(const char *dir, const char *path, GError **error)
     g_autofree char *la = NULL;
     g_autofree char *real = NULL;
 
-    if (!berth_plugin_check_owner("directory", dir, error)) {
+    if (!berth_plugin_check_owner(path, dir, error)) {
         return FALSE;
     }
     if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-        return plugin_fail(error, "plugin directory '%s' is not a directory", dir);
+        return plugin_fail(error, "plugin file '%s' is in '%s', which is not a directory", path,
+                           dir);
     }
-    if (!berth_plugin_check_owner("file", path, error)) {
+    if (!berth_plugin_check_owner(path, path, error)) {
         return FALSE;
     }
     if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
@@ -120,8 +127,8 @@ check_files(const char *dir, const char *path, GError **error)
     real = realpath(path, NULL);
     if (real && strcmp(real, path) != 0) {
         g_autofree char *real_dir = g_path_get_dirname(real);
-        if (!berth_plugin_check_owner("file", real, error) ||
-            !berth_plugin_check_owner("directory", real_dir, error)) {
+        if (!berth_plugin_check_owner(path, real, error) ||
+            !berth_plugin_check_owner(path, real_dir, error)) {
             return FALSE;
         }
     }

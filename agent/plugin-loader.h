@@ -52,10 +52,10 @@ const char *berth_plugin_kind_name(BerthPluginKind kind); /* "hypervisor", ... *
 const BerthPlugin *berth_plugin_open(const char *dir, const char *name, char **path,
                                      GError **error);
 
-/* Refuses (with an error naming @path) a file or directory that someone other than root or
- * the running user can write: group/other write bits, or another owner. @what is "file" or
- * "directory" for the message. */
-gboolean berth_plugin_check_owner(const char *what, const char *path, GError **error);
+/* Refuses (with an error naming @file) the plugin @file when @path (the file itself, its
+ * directory, or a symlink's target) can be written by someone other than root or the running
+ * user: group/other write bits, or another owner. */
+gboolean berth_plugin_check_owner(const char *file, const char *path, GError **error);
 
 /* The size of @kind's ops table in ABI 1.0 (a smaller table is refused), or 0 for an unknown
  * kind. */
