@@ -1,23 +1,56 @@
-/* The domain XML parser and formatter (a libvirt-compatible subset, docs/xml.md). */
+/* The core's domain XML parser and formatter: a libvirt-compatible subset (docs/xml.md). */
 #pragma once
 
-#include <berth/domain.h>
+#include <glib.h>
 
+#include <berth/domain.h>
+#include <berth/error.h>
+
+G_BEGIN_DECLS
+
+/* Flags of berth_domain_def_parse(). */
 typedef enum {
+    /* Skip elements and attributes the parser does not know instead of refusing them. */
     BERTH_XML_PARSE_IGNORE_UNSUPPORTED = 1 << 0,
 } BerthXmlParseFlags;
 
-/* Bytes; bigger input is refused. */
+/* Bytes; a bigger document is refused before libxml2 sees it. */
 #define BERTH_DOMAIN_XML_MAX (1024 * 1024)
+/* Devices of one kind (disks, interfaces, serials + consoles, filesystems, hostdevs). */
+#define BERTH_DOMAIN_MAX_DEVICES 256
+/* <vcpu> upper bound. */
+#define BERTH_DOMAIN_MAX_VCPUS 4096
+/* <memory> upper bound in KiB (1 EiB): keeps every unit conversion exact and in range. */
+#define BERTH_DOMAIN_MAX_MEMORY_KIB (G_GUINT64_CONSTANT(1) << 50)
 
+/*
+ * Parses a domain definition from @len bytes at @xml (not necessarily NUL-terminated).
+ * Safe to call from several threads at once; libxml2 never prints and never loads anything
+ * (no DTD, no entities, no network). Every value is validated and the defaults that
+ * include/berth/domain.h documents are filled in. On failure returns NULL and sets @error
+ * (BERTH_ERROR_INVALID_ARGUMENT) to one message naming the element or attribute.
+ */
 BerthDomainDef *berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error);
-/* Canonical XML (g_free it). */
+
+/* The canonical XML of @def (2-space indent, fixed order, all defaults spelled out), which
+ * parses back to an equal definition. Free with g_free(). */
 char *berth_domain_def_format(const BerthDomainDef *def);
+
+/* A deep copy of @def. */
 BerthDomainDef *berth_domain_def_copy(const BerthDomainDef *def);
-/* Accepts NULL. */
+
+/* Frees @def and everything it owns; accepts NULL. */
 void berth_domain_def_free(BerthDomainDef *def);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthDomainDef, berth_domain_def_free)
+
+/* [A-Za-z0-9_.+-], 1..64 characters, no leading '.'. */
 gboolean berth_domain_name_valid(const char *name, GError **error);
-/* "0000:06:12.5" */
+
+/* Parses "0000:06:12.5" (or "06:12.5", domain 0) into @addr (which gets set = TRUE). */
 gboolean berth_pci_address_parse(const char *text, BerthPciAddress *addr, GError **error);
+
+/* "0000:06:12.5"; free with g_free(). */
 char *berth_pci_address_format(const BerthPciAddress *addr);
+
+G_END_DECLS

@@ -127,7 +127,10 @@ typedef struct {
     char *path;      /* <source path=> for file and unix */
     char *mode;      /* <source mode=> for unix: "bind" (default) or "connect" */
     gboolean append; /* <source append='on'> for file */
-    guint port;      /* <target port=> */
+    guint port;      /* <target port=>: 0..3, the lowest free one when absent */
+    gboolean console; /* TRUE when written as <console> (target type 'serial'), FALSE for
+                       * <serial>. As in libvirt, a console whose port is also a <serial>'s
+                       * port is that same serial port, not a second one. */
 } BerthSerialDef;
 
 /* <filesystem type='mount'><driver type='virtiofs'/>: a virtiofs share. */
