@@ -31,7 +31,11 @@ void berth_scheduler_free(BerthScheduler *sched);
  * MODIFY jobs run one at a time in submission order; a DESTROY job cancels the cancellable of
  * the MODIFY job that runs (if any), then runs next, before other queued modify jobs; jobs on
  * different objects run in parallel (up to max_workers). @owner names who submitted it ("api",
- * or a plugin's name). Returns the id (> 0, increasing), or 0 with @error.
+ * or a plugin's name). Returns the id (> 0, increasing), or 0 with @error (then @spec->data
+ * is not taken over). A timeout counts from the start of the function. @done is called on an
+ * idle source of @done_ctx, or, when @done_ctx is NULL, in the thread that finished the job.
+ * A job that was cancelled (job.cancel, a DESTROY, its timeout) ends cancelled (timed-out)
+ * whatever its function returns.
  */
 guint64 berth_scheduler_submit(BerthScheduler *sched, const BerthJobSpec *spec,
                                const char *owner, GMainContext *done_ctx,
@@ -43,7 +47,9 @@ gboolean berth_scheduler_cancel(BerthScheduler *sched, guint64 id, GError **erro
 BerthJob *berth_scheduler_lookup(BerthScheduler *sched, guint64 id);
 /* References to every queued, running and remembered job, by id. */
 GPtrArray *berth_scheduler_list(BerthScheduler *sched);
-/* Blocks until the job has finished (for tests and for code outside the main context). */
+/* Blocks until the job has finished, its job-finished event is published and its done
+ * callback has run or been queued (for tests and for code outside the main context). Returns
+ * at once for an unknown id. Never call it from a job on the same object. */
 void berth_scheduler_wait(BerthScheduler *sched, guint64 id);
 
 BerthJob *berth_job_ref(BerthJob *job);
