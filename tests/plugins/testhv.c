@@ -82,7 +82,7 @@ wait_cancellable(BerthJob *job, const BerthHost *host, gint64 ms, GError **error
 }
 
 static void
-on_exit(pid_t pid, int status, gpointer data)
+vm_exited(pid_t pid, int status, gpointer data)
 {
     TestHv *hv = data;
     TestVm *vm = NULL;
@@ -147,10 +147,10 @@ testhv_start(gpointer priv, BerthJob *job, const BerthDomainDef *def, guint flag
     vm = g_new0(TestVm, 1);
     vm->name = g_strdup(def->name);
     vm->pid = pid;
-    /* Under the lock: on_exit (main context) cannot look for the VM before it is complete. */
+    /* Under the lock: vm_exited (main context) cannot look for the VM before it is complete. */
     g_mutex_lock(&hv->lock);
     g_hash_table_replace(hv->vms, vm->name, vm);
-    vm->watch = hv->host->process_watch(hv->self, pid, pidfd, on_exit, hv, error);
+    vm->watch = hv->host->process_watch(hv->self, pid, pidfd, vm_exited, hv, error);
     g_mutex_unlock(&hv->lock);
     status = g_strdup_printf("{\"pid\":%d}", (int) pid);
     hv->host->domain_save_status(hv->self, def->name, status, NULL);
@@ -165,7 +165,7 @@ testhv_start(gpointer priv, BerthJob *job, const BerthDomainDef *def, guint flag
     return TRUE;
 }
 
-/* Sends @sig and waits until on_exit() ran for the VM, up to @ms. */
+/* Sends @sig and waits until vm_exited() ran for the VM, up to @ms. */
 static gboolean
 stop_vm(TestHv *hv, const char *name, int sig, int reason, gint64 ms, GError **error)
 {
@@ -292,7 +292,7 @@ testhv_reconnect(gpointer priv, const BerthDomainDef *def, GError **error)
     vm->pid = pid;
     g_mutex_lock(&hv->lock);
     g_hash_table_replace(hv->vms, vm->name, vm);
-    vm->watch = hv->host->process_watch(hv->self, pid, -1, on_exit, hv, NULL);
+    vm->watch = hv->host->process_watch(hv->self, pid, -1, vm_exited, hv, NULL);
     if (!vm->watch) {
         /* Gone while berthd was away. */
         g_hash_table_remove(hv->vms, def->name);
