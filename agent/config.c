@@ -13,18 +13,19 @@
 #define PLUGIN_NAME_MAX 64
 #define PLUGIN_GROUP_PREFIX "plugin."
 
-/* Dirs default per mode (see config.h), so they carry no default here: NULL = computed. */
+/* Dirs default per mode (see config.h), so they carry no default here: NULL = computed. Help
+ * texts name no build-time paths: berthd.conf(5) is generated from them and checked in. */
 static const BerthConfigKey agent_keys[] = {
     {"config_dir", BERTH_CONFIG_PATH, NULL, 0, 0,
-     "Directory of berthd's configuration. Default: " BERTH_SYSCONF_DIR " as root, "
+     "Directory of berthd's configuration. Default: /etc/berth (SYSCONFDIR/berth) as root, "
      "$XDG_CONFIG_HOME/berth (~/.config/berth) as a normal user."},
     {"state_dir", BERTH_CONFIG_PATH, NULL, 0, 0,
      "Directory of persistent state (the plugins' state under plugins/NAME). Default: "
-     BERTH_LOCALSTATE_DIR " as root, $XDG_DATA_HOME/berth (~/.local/share/berth) as a normal "
-     "user."},
+     "/var/lib/berth (LOCALSTATEDIR/lib/berth) as root, $XDG_DATA_HOME/berth "
+     "(~/.local/share/berth) as a normal user."},
     {"run_dir", BERTH_CONFIG_PATH, NULL, 0, 0,
      "Directory of runtime state: live domain status, sockets, pid files. Default: "
-     BERTH_RUN_DIR " as root, $XDG_RUNTIME_DIR/berth as a normal user."},
+     "/run/berth as root, $XDG_RUNTIME_DIR/berth as a normal user."},
     {"plugin_dir", BERTH_CONFIG_PATH, NULL, 0, 0,
      "The only directory plugins are loaded from. Default: the directory berthd was built "
      "for, LIBDIR/berth/plugins."},
@@ -694,6 +695,14 @@ berth_config_plugin_section(const BerthConfig *config, const char *plugin_name,
 }
 
 gboolean
+berth_config_key_needs_restart(const char *group, const char *key)
+{
+    g_autofree char *id = g_strdup_printf("%s.%s", group, key);
+
+    return g_strv_contains(restart_keys, id);
+}
+
+gboolean
 berth_config_diff(const BerthConfig *old, const BerthConfig *new_config,
                   GPtrArray *needs_restart)
 {
@@ -707,7 +716,7 @@ berth_config_diff(const BerthConfig *old, const BerthConfig *new_config,
                 continue;
             }
             differs = TRUE;
-            if (needs_restart && g_strv_contains(restart_keys, id)) {
+            if (needs_restart && berth_config_key_needs_restart(core_groups[i].name, k->key)) {
                 g_ptr_array_add(needs_restart,
                                 g_strdup_printf("[%s] %s", core_groups[i].name, k->key));
             }

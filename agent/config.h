@@ -97,5 +97,9 @@ gboolean berth_config_diff(const BerthConfig *old, const BerthConfig *new_config
 gboolean berth_config_plugin_changed(const BerthConfig *old, const BerthConfig *new_config,
                                      const char *plugin_name, GPtrArray *changed);
 
+/* TRUE when a change of core key @key of [@group] takes effect only at a restart (used by
+ * berth_config_diff and the berthd.conf(5) generator). */
+gboolean berth_config_key_needs_restart(const char *group, const char *key);
+
 /* TRUE when @name is a valid plugin name: [a-z0-9_-]+, at most 64 characters. */
 gboolean berth_config_plugin_name_valid(const char *name);
