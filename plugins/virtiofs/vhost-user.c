@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <grp.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -248,15 +249,23 @@ int vhost_user_listen(const char *path, const char *group, int *lock_fd, GError 
         close(lfd);
         return -1;
     }
-    strcpy(sun.sun_path, path);
-    /* We hold the lock: a socket file left here is a previous instance's. */
-    unlink(path);
+    /* Bind under a temporary name and rename once listening, so that the socket never
+     * appears before it accepts connections (a front-end may connect as soon as it sees it). */
+    g_autofree char *tmp_path = g_strdup_printf("%s.new", path);
+    const char *bind_path = strlen(tmp_path) < sizeof(sun.sun_path) ? tmp_path : path;
+    strcpy(sun.sun_path, bind_path);
+    /* We hold the lock: socket files left here are a previous instance's. */
+    unlink(bind_path);
     mode_t old = umask(0077);
     int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
     umask(old);
-    if (rc < 0 || listen(fd, 1) < 0) {
+    if (rc < 0 || listen(fd, 1) < 0 ||
+        (bind_path != path && rename(bind_path, path) < 0)) {
         g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
                     "cannot listen on '%s': %s", path, g_strerror(errno));
+        if (rc == 0) {
+            unlink(bind_path);
+        }
         goto fail;
     }
     if (group && (chown(path, (uid_t)-1, gid) < 0 || chmod(path, 0660) < 0)) {

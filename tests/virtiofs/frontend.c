@@ -526,14 +526,13 @@ static int desc_get(FeQueue *q)
     return q->nfree ? q->free[--q->nfree] : -1;
 }
 
-int vfs_fe_submit(VfsFe *fe, guint qi, const VfsFeBuf *bufs, guint n, gboolean indirect)
+int vfs_fe_submit_at(VfsFe *fe, guint qi, const VfsFeBuf *bufs, guint n, guint64 table)
 {
     FeQueue *q = &fe->q[qi];
     GArray *chain;
     int head;
 
-    if (indirect) {
-        guint64 table = vfs_fe_alloc(fe, 16 * n, 16);
+    if (table) {
         struct vring_desc *t = vfs_fe_host(fe, table);
         for (guint i = 0; i < n; i++) {
             t[i] = (struct vring_desc){ bufs[i].gpa, bufs[i].len,
@@ -571,6 +570,11 @@ int vfs_fe_submit(VfsFe *fe, guint qi, const VfsFeBuf *bufs, guint n, gboolean i
     q->chains[head] = chain;
     vfs_fe_publish(fe, qi, head);
     return head;
+}
+
+int vfs_fe_submit(VfsFe *fe, guint qi, const VfsFeBuf *bufs, guint n, gboolean indirect)
+{
+    return vfs_fe_submit_at(fe, qi, bufs, n, indirect ? vfs_fe_alloc(fe, 16 * n, 16) : 0);
 }
 
 static guint cut(VfsFeBuf *bufs, guint n, guint64 gpa, guint32 len, guint32 split, gboolean w)

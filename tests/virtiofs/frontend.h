@@ -73,8 +73,10 @@ void *vfs_fe_host(VfsFe *fe, guint64 gpa);
 int vfs_fe_memfd(VfsFe *fe);
 gsize vfs_fe_mem_size(VfsFe *fe);
 
-/* Chains. */
+/* Chains. The indirect table of vfs_fe_submit comes from vfs_fe_alloc(). */
 int vfs_fe_submit(VfsFe *fe, guint q, const VfsFeBuf *bufs, guint n, gboolean indirect);
+/* Direct when @table is 0, else through an indirect table written at guest address @table. */
+int vfs_fe_submit_at(VfsFe *fe, guint q, const VfsFeBuf *bufs, guint n, guint64 table);
 /* Submits @req_len bytes at @req_gpa (written from @req unless NULL) and a reply buffer, each
  * cut into descriptors of at most @split bytes (0: whole). */
 int vfs_fe_submit_split(VfsFe *fe, guint q, guint64 req_gpa, const void *req, guint32 req_len,

@@ -1,0 +1,521 @@
+/* virtiofs without a guest: the test front-end drives berth-virtiofsd and Debian's virtiofsd alike. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "frontend.h"
+
+#define GUEST_MEM (64 * 1024 * 1024)
+#define FILE_SIZE (64 * 1024 * 1024)
+#define MAX_INFLIGHT 8
+#define SLOT_SIZE (2 * 1024 * 1024 + 256 * 1024)
+#define RQ 1 /* the request queue (0 is hiprio) */
+#define PAGE 4096
+
+typedef enum {
+    ST_READ_4K,
+    ST_READ_1M,
+    ST_WRITE_4K,
+    ST_WRITE_1M,
+    ST_GETATTR,
+    ST_LOOKUP,
+    ST_CREATE_UNLINK,
+    ST_LAST
+} Stream;
+
+static const char *const stream_names[] = {
+    "read 4 KiB", "read 1 MiB", "write 4 KiB", "write 1 MiB", "GETATTR", "LOOKUP",
+    "create+unlink",
+};
+
+typedef struct {
+    guint64 req;   /* request header and arguments */
+    guint64 data;  /* WRITE payload, READ destination */
+    guint64 reply; /* reply header and arguments */
+    guint64 table; /* indirect table */
+    int head;
+    guint phase;
+    guint64 n;
+    guint64 node;
+    guint64 fh;
+} Slot;
+
+typedef struct {
+    const char *name;
+    const char *path;
+    guint pool;
+    GPid pid;
+    char *dir;
+    char *sock;
+    VfsFe *fe;
+    guint64 unique;
+    guint64 data_node;
+    guint64 data_fh;
+    guint64 w_node;
+    guint64 w_fh;
+    guint32 max_write;
+    char prefix;
+    Slot slots[MAX_INFLIGHT];
+    Slot *by_head[1024];
+    guint errors;
+} Backend;
+
+static gint opt_runs = 3;
+static gdouble opt_seconds = 1.0;
+static gchar *opt_berth;
+static gchar *opt_virtiofsd = "/usr/lib/qemu/virtiofsd";
+static gchar *opt_streams;
+static gboolean opt_berth_only;
+
+/* ---- requests ---- */
+
+static gsize build(Backend *b, Slot *s, guint32 op, guint64 node, const void *arg, guint32 alen,
+                   const char *name)
+{
+    guint8 *p = vfs_fe_host(b->fe, s->req);
+    gsize nlen = name ? strlen(name) + 1 : 0;
+    struct fuse_in_header h = { .len = sizeof(h) + alen + nlen, .opcode = op,
+                                .unique = b->unique++, .nodeid = node };
+    memcpy(p, &h, sizeof(h));
+    memcpy(p + sizeof(h), arg, alen);
+    if (name) {
+        memcpy(p + sizeof(h) + alen, name, nlen);
+    }
+    return h.len;
+}
+
+/* Queues one request the way Linux lays it out: header+args, data pages; reply header, args,
+ * data pages; through an indirect table. */
+static void submit(Backend *b, Slot *s, gsize req_len, guint32 wdata, guint32 reply_args,
+                   guint32 rdata)
+{
+    VfsFeBuf bufs[2 + 256 + 2 + 256];
+    guint n = 0;
+    bufs[n++] = (VfsFeBuf){ s->req, req_len, FALSE };
+    for (guint32 off = 0; off < wdata; off += PAGE) {
+        bufs[n++] = (VfsFeBuf){ s->data + off, MIN(PAGE, wdata - off), FALSE };
+    }
+    bufs[n++] = (VfsFeBuf){ s->reply, sizeof(struct fuse_out_header), TRUE };
+    if (reply_args) {
+        bufs[n++] = (VfsFeBuf){ s->reply + 64, reply_args, TRUE };
+    }
+    for (guint32 off = 0; off < rdata; off += PAGE) {
+        bufs[n++] = (VfsFeBuf){ s->data + off, MIN(PAGE, rdata - off), TRUE };
+    }
+    s->head = vfs_fe_submit_at(b->fe, RQ, bufs, n, n > 1 ? s->table : 0);
+    g_assert(s->head >= 0 && s->head < 1024);
+    b->by_head[s->head] = s;
+}
+
+static void slot_name(Backend *b, Slot *s, char *buf, gsize len)
+{
+    g_snprintf(buf, len, "%c-%u-%" G_GUINT64_FORMAT, b->prefix, (guint)(s - b->slots), s->n);
+}
+
+static void slot_submit(Backend *b, Slot *s, Stream st)
+{
+    char name[64];
+    switch (st) {
+    case ST_READ_4K:
+    case ST_READ_1M: {
+        guint32 size = st == ST_READ_4K ? 4096 : 1 << 20;
+        struct fuse_read_in in = { .fh = b->data_fh, .offset = (s->n * size + (s - b->slots) *
+                                   (FILE_SIZE / MAX_INFLIGHT)) % FILE_SIZE, .size = size };
+        submit(b, s, build(b, s, FUSE_READ, b->data_node, &in, sizeof(in), NULL), 0, 0, size);
+        break;
+    }
+    case ST_WRITE_4K:
+    case ST_WRITE_1M: {
+        guint32 size = MIN(st == ST_WRITE_4K ? 4096 : 1 << 20, b->max_write);
+        struct fuse_write_in in = { .fh = b->w_fh, .offset = (s->n * size + (s - b->slots) *
+                                    (FILE_SIZE / MAX_INFLIGHT)) % FILE_SIZE, .size = size };
+        gsize len = build(b, s, FUSE_WRITE, b->w_node, &in, sizeof(in), NULL);
+        /* The header's length counts the data that follows in its own descriptors. */
+        struct fuse_in_header *h = vfs_fe_host(b->fe, s->req);
+        h->len += size;
+        submit(b, s, len, size, sizeof(struct fuse_write_out), 0);
+        break;
+    }
+    case ST_GETATTR: {
+        struct fuse_getattr_in in = { 0 };
+        submit(b, s, build(b, s, FUSE_GETATTR, b->data_node, &in, sizeof(in), NULL), 0,
+               sizeof(struct fuse_attr_out), 0);
+        break;
+    }
+    case ST_LOOKUP:
+        submit(b, s, build(b, s, FUSE_LOOKUP, 1, NULL, 0, "data"), 0,
+               sizeof(struct fuse_entry_out), 0);
+        break;
+    default:
+        slot_name(b, s, name, sizeof(name));
+        if (s->phase == 0) {
+            struct fuse_create_in in = { .flags = O_CREAT | O_EXCL | O_RDWR, .mode = 0100644 };
+            submit(b, s, build(b, s, FUSE_CREATE, 1, &in, sizeof(in), name), 0,
+                   sizeof(struct fuse_entry_out) + sizeof(struct fuse_open_out), 0);
+        } else if (s->phase == 1) {
+            struct fuse_release_in in = { .fh = s->fh };
+            submit(b, s, build(b, s, FUSE_RELEASE, s->node, &in, sizeof(in), NULL), 0, 0, 0);
+        } else if (s->phase == 2) {
+            submit(b, s, build(b, s, FUSE_UNLINK, 1, NULL, 0, name), 0, 0, 0);
+        } else {
+            struct fuse_forget_in in = { .nlookup = 1 };
+            VfsFeBuf buf = { s->req, build(b, s, FUSE_FORGET, s->node, &in, sizeof(in), NULL),
+                             FALSE };
+            s->head = vfs_fe_submit_at(b->fe, RQ, &buf, 1, 0);
+            b->by_head[s->head] = s;
+        }
+        break;
+    }
+}
+
+/* Handles a completion; TRUE when it finished one whole operation of the stream. */
+static gboolean slot_done(Backend *b, Slot *s, Stream st, guint32 len)
+{
+    struct fuse_out_header oh;
+    if (st == ST_CREATE_UNLINK && s->phase == 3) {
+        s->phase = 0;
+        s->n++;
+        return TRUE;
+    }
+    memcpy(&oh, vfs_fe_host(b->fe, s->reply), sizeof(oh));
+    if (len < sizeof(oh) || oh.error != 0) {
+        if (b->errors++ < 3) {
+            g_printerr("%s: %s failed: len %u error %d\n", b->name, stream_names[st], len,
+                       oh.error);
+        }
+    }
+    if (st != ST_CREATE_UNLINK) {
+        s->n++;
+        return TRUE;
+    }
+    if (s->phase == 0) {
+        struct fuse_entry_out e;
+        struct fuse_open_out o;
+        memcpy(&e, vfs_fe_host(b->fe, s->reply + 64), sizeof(e));
+        memcpy(&o, vfs_fe_host(b->fe, s->reply + 64 + sizeof(e)), sizeof(o));
+        s->node = e.nodeid;
+        s->fh = o.fh;
+    }
+    s->phase++;
+    return FALSE;
+}
+
+typedef struct {
+    double ops;
+    double mib;
+} Result;
+
+static Result run_line(Backend *b, Stream st, guint inflight)
+{
+    gint64 t0 = g_get_monotonic_time();
+    gint64 warm = t0 + 200000, end = warm + (gint64)(opt_seconds * 1e6);
+    guint64 done = 0;
+    guint outstanding = 0;
+    gboolean counting = FALSE;
+    gint64 start = warm;
+
+    for (guint i = 0; i < inflight; i++) {
+        slot_submit(b, &b->slots[i], st);
+        outstanding++;
+    }
+    vfs_fe_kick(b->fe, RQ);
+    while (outstanding > 0) {
+        VfsFeUsed u;
+        if (!vfs_fe_wait_used(b->fe, RQ, &u, 10000)) {
+            g_printerr("%s: no completion within 10 s on %s\n", b->name, stream_names[st]);
+            exit(1);
+        }
+        gint64 now = g_get_monotonic_time();
+        if (!counting && now >= warm) {
+            counting = TRUE;
+            start = now;
+            done = 0;
+        }
+        gboolean stop = now >= end;
+        do {
+            Slot *s = b->by_head[u.id];
+            outstanding--;
+            if (slot_done(b, s, st, u.len)) {
+                done++;
+            }
+            if (!stop || (st == ST_CREATE_UNLINK && s->phase != 0)) {
+                slot_submit(b, s, st);
+                outstanding++;
+            }
+        } while (vfs_fe_poll_used(b->fe, RQ, &u));
+        vfs_fe_kick(b->fe, RQ);
+    }
+    double secs = (g_get_monotonic_time() - start) / 1e6;
+    double size = st == ST_READ_4K || st == ST_WRITE_4K ? 4096
+                  : st == ST_READ_1M ? 1 << 20
+                  : st == ST_WRITE_1M ? MIN(1 << 20, b->max_write) : 0;
+    vfs_fe_alloc_reset(b->fe);
+    return (Result){ done / secs, done * size / secs / (1 << 20) };
+}
+
+/* ---- backends ---- */
+
+static guint64 one_call(Backend *b, guint32 op, guint64 node, const void *arg, guint32 alen,
+                        const char *name, guint32 reply_args, void *reply)
+{
+    Slot *s = &b->slots[0];
+    VfsFeUsed u;
+    struct fuse_out_header oh;
+    submit(b, s, build(b, s, op, node, arg, alen, name), 0, reply_args, 0);
+    vfs_fe_kick(b->fe, RQ);
+    if (!vfs_fe_wait_used(b->fe, RQ, &u, 10000)) {
+        g_printerr("%s: no reply to opcode %u\n", b->name, op);
+        exit(1);
+    }
+    memcpy(&oh, vfs_fe_host(b->fe, s->reply), sizeof(oh));
+    if (oh.error) {
+        g_printerr("%s: opcode %u failed: %d\n", b->name, op, oh.error);
+        exit(1);
+    }
+    memcpy(reply, vfs_fe_host(b->fe, s->reply + 64), reply_args);
+    return u.len;
+}
+
+static void backend_start(Backend *b, const char *shared)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *pool = g_strdup_printf("--thread-pool-size=%u", b->pool);
+    g_autofree char *sockarg = NULL;
+    g_autofree char *src = g_strdup_printf("source=%s", shared);
+    g_autofree char *dirarg = g_strdup_printf("--shared-dir=%s", shared);
+    g_auto(GStrv) env = g_get_environ();
+    GPtrArray *argv = g_ptr_array_new();
+
+    b->dir = g_dir_make_tmp("bench-vfs-XXXXXX", NULL);
+    b->sock = g_build_filename(b->dir, "sock", NULL);
+    sockarg = g_strdup_printf("--socket-path=%s", b->sock);
+    g_ptr_array_add(argv, (char *)b->path);
+    g_ptr_array_add(argv, sockarg);
+    if (b->prefix == 'b') {
+        g_ptr_array_add(argv, dirarg);
+        g_ptr_array_add(argv, "--cache=auto");
+    } else {
+        g_ptr_array_add(argv, "-o");
+        g_ptr_array_add(argv, src);
+        g_ptr_array_add(argv, "-o");
+        g_ptr_array_add(argv, "cache=auto");
+        /* Its seccomp filter kills it (SIGSYS on sched_getaffinity) with 64 threads unless
+         * glibc's malloc arenas are bounded. */
+        env = g_environ_setenv(env, "MALLOC_ARENA_MAX", "16", TRUE);
+    }
+    g_ptr_array_add(argv, pool);
+    g_ptr_array_add(argv, NULL);
+    if (!g_spawn_async(NULL, (char **)argv->pdata, env,
+                       G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
+                           G_SPAWN_STDERR_TO_DEV_NULL,
+                       NULL, NULL, &b->pid, &error)) {
+        g_printerr("cannot start %s: %s\n", b->path, error->message);
+        exit(1);
+    }
+    g_ptr_array_free(argv, TRUE);
+    for (guint i = 0; i < 500 && !g_file_test(b->sock, G_FILE_TEST_EXISTS); i++) {
+        g_usleep(10000);
+    }
+    b->fe = vfs_fe_connect(b->sock, GUEST_MEM, &error);
+    VfsFeSetup setup = { .nqueues = 2, .qsize = 1024 };
+    if (!b->fe || !vfs_fe_setup(b->fe, &setup, &error)) {
+        g_printerr("cannot set up %s: %s\n", b->name, error->message);
+        exit(1);
+    }
+    for (guint i = 0; i < MAX_INFLIGHT; i++) {
+        Slot *s = &b->slots[i];
+        guint64 base = vfs_fe_alloc(b->fe, SLOT_SIZE, PAGE);
+        s->req = base;
+        s->reply = base + 4096;
+        s->table = base + 8192;
+        s->data = base + 16384;
+    }
+    vfs_fe_alloc_reset(b->fe);
+    /* Keep the slots: restart the allocator after them. */
+    vfs_fe_alloc(b->fe, SLOT_SIZE * MAX_INFLIGHT, PAGE);
+
+    struct fuse_init_in init = { .major = 7, .minor = 31, .max_readahead = 1 << 20,
+                                 .flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES };
+    struct fuse_init_out io;
+    b->unique = 1;
+    one_call(b, FUSE_INIT, 0, &init, sizeof(init), NULL, sizeof(io), &io);
+    b->max_write = io.max_write;
+
+    struct fuse_entry_out e;
+    struct fuse_open_out o;
+    struct fuse_open_in oi = { .flags = O_RDONLY };
+    one_call(b, FUSE_LOOKUP, 1, NULL, 0, "data", sizeof(e), &e);
+    b->data_node = e.nodeid;
+    one_call(b, FUSE_OPEN, b->data_node, &oi, sizeof(oi), NULL, sizeof(o), &o);
+    b->data_fh = o.fh;
+    one_call(b, FUSE_LOOKUP, 1, NULL, 0, b->prefix == 'b' ? "w-berth" : "w-virtiofsd",
+             sizeof(e), &e);
+    oi.flags = O_RDWR;
+    b->w_node = e.nodeid;
+    one_call(b, FUSE_OPEN, e.nodeid, &oi, sizeof(oi), NULL, sizeof(o), &o);
+    b->w_fh = o.fh;
+}
+
+static void backend_stop(Backend *b)
+{
+    int status;
+    g_clear_pointer(&b->fe, vfs_fe_free);
+    for (guint i = 0; i < 300; i++) {
+        if (waitpid(b->pid, &status, WNOHANG) == b->pid) {
+            b->pid = 0;
+            break;
+        }
+        g_usleep(10000);
+    }
+    if (b->pid) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, &status, 0);
+    }
+    unlink(b->sock);
+    g_autofree char *lock = g_strdup_printf("%s.lock", b->sock);
+    unlink(lock);
+    rmdir(b->dir);
+    g_free(b->sock);
+    g_free(b->dir);
+}
+
+static void make_file(const char *dir, const char *name)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    g_autofree guint8 *buf = g_malloc(1 << 20);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    g_assert(fd >= 0);
+    for (guint i = 0; i < (1 << 20); i++) {
+        buf[i] = i * 31;
+    }
+    for (guint i = 0; i < FILE_SIZE / (1 << 20); i++) {
+        g_assert(write(fd, buf, 1 << 20) == 1 << 20);
+    }
+    close(fd);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, guint n)
+{
+    qsort(v, n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void rm_tree(const char *dir)
+{
+    g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+    const char *name;
+    while (d && (name = g_dir_read_name(d))) {
+        g_autofree char *p = g_build_filename(dir, name, NULL);
+        unlink(p);
+    }
+    rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    GOptionEntry entries[] = {
+        { "berth", 0, 0, G_OPTION_ARG_FILENAME, &opt_berth, "berth-virtiofsd to run", "PATH" },
+        { "virtiofsd", 0, 0, G_OPTION_ARG_FILENAME, &opt_virtiofsd, "virtiofsd to compare",
+          "PATH" },
+        { "runs", 0, 0, G_OPTION_ARG_INT, &opt_runs, "runs per line (median)", "N" },
+        { "seconds", 0, 0, G_OPTION_ARG_DOUBLE, &opt_seconds, "seconds per run", "S" },
+        { "streams", 0, 0, G_OPTION_ARG_STRING, &opt_streams,
+          "only streams whose name contains this", "TEXT" },
+        { "berth-only", 0, 0, G_OPTION_ARG_NONE, &opt_berth_only, "skip virtiofsd", NULL },
+        { NULL },
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- virtiofs backends without a guest");
+    g_autoptr(GError) error = NULL;
+    static const guint pools[] = { 0, 64 };
+    static const guint inflights[] = { 1, 8 };
+
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        g_printerr("%s\n", error->message);
+        return 2;
+    }
+    if (!opt_berth && argc > 1) {
+        opt_berth = g_strdup(argv[1]);
+    }
+    if (!opt_berth) {
+        g_printerr("needs --berth=PATH to berth-virtiofsd\n");
+        return 2;
+    }
+    gboolean with_virtiofsd = !opt_berth_only && g_file_test(opt_virtiofsd, G_FILE_TEST_IS_EXECUTABLE);
+    if (!with_virtiofsd && !opt_berth_only) {
+        g_printerr("%s is missing (package qemu-system-common): berth-virtiofsd only\n",
+                   opt_virtiofsd);
+    }
+    signal(SIGPIPE, SIG_IGN);
+    g_autofree char *shared = g_dir_make_tmp("bench-vfs-share-XXXXXX", NULL);
+    make_file(shared, "data");
+    make_file(shared, "w-berth");
+    make_file(shared, "w-virtiofsd");
+
+    printf("| stream | in flight | pool | berth ops/s | virtiofsd ops/s | ratio | berth MiB/s | "
+           "virtiofsd MiB/s |\n|---|---|---|---|---|---|---|---|\n");
+    fflush(stdout);
+    for (guint p = 0; p < G_N_ELEMENTS(pools); p++) {
+        Backend bb = { .name = "berth-virtiofsd", .path = opt_berth, .pool = pools[p],
+                       .prefix = 'b' };
+        Backend vb = { .name = "virtiofsd", .path = opt_virtiofsd, .pool = pools[p],
+                       .prefix = 'v' };
+        backend_start(&bb, shared);
+        if (with_virtiofsd) {
+            backend_start(&vb, shared);
+        }
+        for (guint st = 0; st < ST_LAST; st++) {
+            if (opt_streams && !strstr(stream_names[st], opt_streams)) {
+                continue;
+            }
+            for (guint f = 0; f < G_N_ELEMENTS(inflights); f++) {
+                double bo[16], vo[16], bm[16], vm[16];
+                guint runs = CLAMP(opt_runs, 1, 16);
+                for (guint r = 0; r < runs; r++) {
+                    /* Interleaved, so that both see the same machine. */
+                    Result x = run_line(&bb, st, inflights[f]);
+                    bo[r] = x.ops;
+                    bm[r] = x.mib;
+                    if (with_virtiofsd) {
+                        Result y = run_line(&vb, st, inflights[f]);
+                        vo[r] = y.ops;
+                        vm[r] = y.mib;
+                    }
+                }
+                double b_ops = median(bo, runs), b_mib = median(bm, runs);
+                if (with_virtiofsd) {
+                    double v_ops = median(vo, runs), v_mib = median(vm, runs);
+                    printf("| %s | %u | %u | %.0f | %.0f | %.2f | %.1f | %.1f |\n",
+                           stream_names[st], inflights[f], pools[p], b_ops, v_ops,
+                           b_ops / v_ops, b_mib, v_mib);
+                } else {
+                    printf("| %s | %u | %u | %.0f | - | - | %.1f | - |\n", stream_names[st],
+                           inflights[f], pools[p], b_ops, b_mib);
+                }
+                fflush(stdout);
+            }
+        }
+        backend_stop(&bb);
+        if (with_virtiofsd) {
+            backend_stop(&vb);
+        }
+        if (bb.errors || vb.errors) {
+            g_printerr("errors: berth %u, virtiofsd %u\n", bb.errors, vb.errors);
+        }
+    }
+    rm_tree(shared);
+    return 0;
+}
