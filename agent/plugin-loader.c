@@ -317,11 +317,11 @@ handle_new(const BerthConfig *config, const char *name, GPtrArray *loaded, gpoin
     h->plugin = plugin;
     h->required = g_strv_contains((const char *const *)config->required, name);
     h->config = g_steal_pointer(&section);
-    h->config_strv = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
+    h->config_strv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                            (GDestroyNotify)g_strfreev);
     for (const BerthConfigKey *k = plugin->config_keys; k && k->key; k++) {
         if (k->type == BERTH_CONFIG_STRV) {
-            g_hash_table_insert(h->config_strv, (gpointer)k->key,
+            g_hash_table_insert(h->config_strv, g_strdup(k->key),
                                 berth_config_split_strv(g_hash_table_lookup(h->config, k->key)));
         }
     }

@@ -14,8 +14,8 @@ struct BerthPluginHandle {
     gboolean required;          /* listed in required_plugins */
     gboolean initialized;       /* init() succeeded */
     GHashTable *config;         /* key -> value of its [plugin.NAME] section, defaults applied */
-    GHashTable *config_strv;    /* key -> char ** for BERTH_CONFIG_STRV keys (filled at load,
-                                 * read-only after: host services read it from any thread) */
+    GHashTable *config_strv;    /* key (g_free) -> char ** (g_strfreev) of BERTH_CONFIG_STRV keys,
+                                 * split with berth_config_split_strv() at load */
     char *state_dir;            /* STATE_DIR/plugins/NAME */
     char *run_dir;              /* RUN_DIR/plugins/NAME */
     gpointer core;              /* the daemon's context, opaque to the loader */

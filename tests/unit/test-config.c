@@ -554,10 +554,47 @@ test_shipped_conf(void)
     }
 }
 
+static void
+remove_tree(const char *path)
+{
+    GDir *dir = g_dir_open(path, 0, NULL);
+    const char *name;
+
+    if (dir) {
+        while ((name = g_dir_read_name(dir))) {
+            g_autofree char *child = g_build_filename(path, name, NULL);
+            remove_tree(child);
+        }
+        g_dir_close(dir);
+    }
+    g_remove(path);
+}
+
+/* Private XDG dirs, set before GLib reads (and caches) them. G_TEST_OPTION_ISOLATE_DIRS would do
+ * it too, but leaks in GLib 2.74 and so fails the sanitizer build. */
+static char *
+isolate_dirs(void)
+{
+    g_autoptr(GError) error = NULL;
+    char *root = g_dir_make_tmp("berth-config-xdg-XXXXXX", &error);
+    const char *vars[] = {"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"};
+
+    g_assert_no_error(error);
+    for (guint i = 0; i < G_N_ELEMENTS(vars); i++) {
+        g_autofree char *dir = g_build_filename(root, vars[i], NULL);
+        g_assert_cmpint(g_mkdir(dir, 0700), ==, 0);
+        g_setenv(vars[i], dir, TRUE);
+    }
+    return root;
+}
+
 int
 main(int argc, char **argv)
 {
-    g_test_init(&argc, &argv, G_TEST_OPTION_ISOLATE_DIRS, NULL);
+    g_autofree char *root = isolate_dirs();
+    int rc;
+
+    g_test_init(&argc, &argv, NULL);
 
     g_test_add_func("/core/config/defaults-root", test_defaults_root);
     g_test_add_func("/core/config/defaults-user", test_defaults_user);
@@ -574,5 +611,7 @@ main(int argc, char **argv)
     g_test_add_func("/core/config/split-strv", test_split_strv);
     g_test_add_func("/core/config/diff", test_diff);
     g_test_add_func("/core/config/shipped-conf", test_shipped_conf);
-    return g_test_run();
+    rc = g_test_run();
+    remove_tree(root);
+    return rc;
 }
