@@ -10,8 +10,8 @@
  * yajl_tree builds and frees its tree recursively, so a line of a million '[' would exhaust
  * the stack long before the size limit stops it; count the depth before yajl sees the text.
  */
-static gboolean
-json_depth_ok(const char *text, gsize len, guint max_depth)
+gboolean
+berth_rpc_json_depth_ok(const char *text, gsize len, guint max_depth)
 {
     guint depth = 0;
     gboolean in_string = FALSE;
@@ -76,6 +76,42 @@ append_json_string(GString *out, const char *s)
         }
     }
     g_string_append_c(out, '"');
+}
+
+void
+berth_rpc_json_append_value(GString *out, yajl_val v)
+{
+    if (YAJL_IS_STRING(v)) {
+        append_json_string(out, v->u.string);
+    } else if (YAJL_IS_NUMBER(v)) {
+        g_string_append(out, v->u.number.r);
+    } else if (YAJL_IS_TRUE(v)) {
+        g_string_append(out, "true");
+    } else if (YAJL_IS_FALSE(v)) {
+        g_string_append(out, "false");
+    } else if (YAJL_IS_OBJECT(v)) {
+        g_string_append_c(out, '{');
+        for (size_t i = 0; i < v->u.object.len; i++) {
+            if (i > 0) {
+                g_string_append_c(out, ',');
+            }
+            append_json_string(out, v->u.object.keys[i]);
+            g_string_append_c(out, ':');
+            berth_rpc_json_append_value(out, v->u.object.values[i]);
+        }
+        g_string_append_c(out, '}');
+    } else if (YAJL_IS_ARRAY(v)) {
+        g_string_append_c(out, '[');
+        for (size_t i = 0; i < v->u.array.len; i++) {
+            if (i > 0) {
+                g_string_append_c(out, ',');
+            }
+            berth_rpc_json_append_value(out, v->u.array.values[i]);
+        }
+        g_string_append_c(out, ']');
+    } else {
+        g_string_append(out, "null");
+    }
 }
 
 char *
@@ -160,7 +196,7 @@ berth_rpc_request_parse(const char *line, gsize len, int *rpc_code, char **id_js
         return parse_fail(rpc_code, BERTH_RPC_PARSE_ERROR, error,
                           "request contains a NUL byte");
     }
-    if (!json_depth_ok(line, len, BERTH_RPC_MAX_DEPTH)) {
+    if (!berth_rpc_json_depth_ok(line, len, BERTH_RPC_MAX_DEPTH)) {
         return parse_fail(rpc_code, BERTH_RPC_PARSE_ERROR, error,
                           "request nests deeper than " G_STRINGIFY(BERTH_RPC_MAX_DEPTH)
                           " levels");

@@ -65,3 +65,7 @@ char *berth_rpc_json_string(const char *s);
 /* The data.name the server sends with JSON-RPC's own codes: "parse-error", "invalid-request",
  * "method-not-found", "invalid-argument"; "internal-error" for anything else. */
 const char *berth_rpc_code_name(int rpc_code);
+/* Appends @v as compact JSON text (recursive: only for trees whose depth was bounded). */
+void berth_rpc_json_append_value(GString *out, yajl_val v);
+/* FALSE when @text (@len bytes) nests objects and arrays deeper than @max_depth. */
+gboolean berth_rpc_json_depth_ok(const char *text, gsize len, guint max_depth);

@@ -1,0 +1,420 @@
+/* A small synchronous JSON-RPC client for berthd over its unix socket. */
+#include "client.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yajl/yajl_tree.h>
+
+#include "errors.h"
+#include "rpc/jsonrpc.h"
+
+/* A reply line from the server is bounded too: a broken or hostile peer cannot make the client
+ * allocate without end. Large enough for domain.list of thousands of domains. */
+#define MAX_LINE (64u * 1024 * 1024)
+#define MAX_DEPTH 128
+#define READ_CHUNK 65536
+
+typedef struct {
+    char *method;
+    char *params;
+} Notification;
+
+struct BerthClient {
+    int fd;
+    GString *in;   /* bytes read and not yet consumed */
+    gsize scanned; /* no newline in in[0, scanned) */
+    guint64 next_id;
+    gint64 call_timeout_ms;
+    GQueue notes; /* Notification */
+};
+
+static void
+notification_free(gpointer p)
+{
+    Notification *n = p;
+
+    g_free(n->method);
+    g_free(n->params);
+    g_free(n);
+}
+
+void
+berth_client_free(BerthClient *c)
+{
+    if (!c) {
+        return;
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+    }
+    g_string_free(c->in, TRUE);
+    g_queue_clear_full(&c->notes, notification_free);
+    g_free(c);
+}
+
+void
+berth_client_set_call_timeout(BerthClient *c, gint64 timeout_ms)
+{
+    c->call_timeout_ms = timeout_ms;
+}
+
+BerthClient *
+berth_client_connect(const char *uri, GError **error)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    const char *path;
+    BerthClient *c;
+    int fd;
+
+    if (g_str_has_prefix(uri, "tls://")) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                    "cannot connect to '%s': the TLS transport is not available in this build "
+                    "yet; use unix:PATH", uri);
+        return NULL;
+    }
+    if (g_str_has_prefix(uri, "unix:")) {
+        path = uri + strlen("unix:");
+    } else if (uri[0] == '/') {
+        path = uri;
+    } else {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "'%s' is not a berthd address: expected unix:PATH or tls://HOST:PORT", uri);
+        return NULL;
+    }
+    if (path[0] == '\0' || strlen(path) >= sizeof(addr.sun_path)) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "socket path '%s' is empty or longer than %zu bytes", path,
+                    sizeof(addr.sun_path) - 1);
+        return NULL;
+    }
+    strcpy(addr.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *) &addr, sizeof(addr)) < 0) {
+        int saved = errno;
+
+        if (fd >= 0) {
+            close(fd);
+        }
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
+                    "cannot connect to berthd at '%s': %s", path, g_strerror(saved));
+        return NULL;
+    }
+    c = g_new0(BerthClient, 1);
+    c->fd = fd;
+    c->in = g_string_sized_new(READ_CHUNK);
+    c->next_id = 1;
+    c->call_timeout_ms = -1;
+    g_queue_init(&c->notes);
+    return c;
+}
+
+static gboolean
+write_all(BerthClient *c, const char *buf, gsize len, GError **error)
+{
+    while (len > 0) {
+        gssize n = send(c->fd, buf, len, MSG_NOSIGNAL);
+
+        if (n < 0) {
+            int saved = errno;
+
+            if (saved == EINTR) {
+                continue;
+            }
+            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
+                        "cannot send to berthd: %s", g_strerror(saved));
+            return FALSE;
+        }
+        buf += n;
+        len -= (gsize) n;
+    }
+    return TRUE;
+}
+
+/*
+ * Reads one line (without its newline) into *@line, waiting until @deadline (monotonic µs,
+ * -1 = for ever). FALSE without @error when the deadline passed.
+ */
+static gboolean
+read_line(BerthClient *c, gint64 deadline, char **line, GError **error)
+{
+    for (;;) {
+        char *nl = memchr(c->in->str + c->scanned, '\n', c->in->len - c->scanned);
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int timeout = -1;
+        gsize old;
+        gssize n;
+
+        if (nl) {
+            gsize len = (gsize) (nl - c->in->str);
+
+            *line = g_strndup(c->in->str, len);
+            g_string_erase(c->in, 0, (gssize) len + 1);
+            c->scanned = 0;
+            return TRUE;
+        }
+        c->scanned = c->in->len;
+        if (c->in->len > MAX_LINE) {
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE,
+                        "berthd sent a line longer than %u bytes", MAX_LINE);
+            return FALSE;
+        }
+        if (deadline >= 0) {
+            gint64 left = deadline - g_get_monotonic_time();
+
+            timeout = left <= 0 ? 0 : (int) MIN((left + 999) / 1000, G_MAXINT);
+        }
+        n = poll(&pfd, 1, timeout);
+        if (n < 0 && errno != EINTR) {
+            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "poll failed: %s",
+                        g_strerror(errno));
+            return FALSE;
+        }
+        if (n == 0 && deadline >= 0 && g_get_monotonic_time() >= deadline) {
+            return FALSE;
+        }
+        if (n <= 0) {
+            continue;
+        }
+        old = c->in->len;
+        g_string_set_size(c->in, old + READ_CHUNK);
+        n = recv(c->fd, c->in->str + old, READ_CHUNK, 0);
+        g_string_set_size(c->in, old + (gsize) MAX(n, 0));
+        if (n == 0) {
+            g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
+                                "berthd closed the connection");
+            return FALSE;
+        }
+        if (n < 0 && errno != EINTR && errno != EAGAIN) {
+            g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno),
+                        "cannot read from berthd: %s", g_strerror(errno));
+            return FALSE;
+        }
+    }
+}
+
+static yajl_val
+object_get(yajl_val obj, const char *key)
+{
+    if (!YAJL_IS_OBJECT(obj)) {
+        return NULL;
+    }
+    for (size_t i = 0; i < obj->u.object.len; i++) {
+        if (strcmp(obj->u.object.keys[i], key) == 0) {
+            return obj->u.object.values[i];
+        }
+    }
+    return NULL;
+}
+
+static char *
+value_to_json(yajl_val v)
+{
+    GString *out = g_string_new(NULL);
+
+    berth_rpc_json_append_value(out, v);
+    return g_string_free(out, FALSE);
+}
+
+int
+berth_client_error_code_from_name(const char *name)
+{
+    if (!name) {
+        return BERTH_ERROR_INTERNAL;
+    }
+    for (int code = 0; code < BERTH_ERROR_LAST; code++) {
+        if (strcmp(berth_error_name(code), name) == 0) {
+            return code;
+        }
+    }
+    if (strcmp(name, "method-not-found") == 0) {
+        return BERTH_ERROR_UNSUPPORTED;
+    }
+    if (strcmp(name, "parse-error") == 0 || strcmp(name, "invalid-request") == 0) {
+        return BERTH_ERROR_INVALID_ARGUMENT;
+    }
+    return BERTH_ERROR_INTERNAL;
+}
+
+/* The GError for a JSON-RPC error object. */
+static void
+set_remote_error(yajl_val err, GError **error)
+{
+    yajl_val message = object_get(err, "message");
+    yajl_val name = object_get(object_get(err, "data"), "name");
+    yajl_val rpc_code = object_get(err, "code");
+    int code = BERTH_ERROR_INTERNAL;
+
+    if (YAJL_IS_STRING(name)) {
+        code = berth_client_error_code_from_name(name->u.string);
+    } else if (YAJL_IS_INTEGER(rpc_code)) {
+        /* A server that sends no name: undo the code mapping of errors.c. */
+        long long rc = rpc_code->u.number.i;
+
+        if (rc == BERTH_RPC_INVALID_PARAMS || rc == BERTH_RPC_INVALID_REQUEST ||
+            rc == BERTH_RPC_PARSE_ERROR) {
+            code = BERTH_ERROR_INVALID_ARGUMENT;
+        } else if (rc == BERTH_RPC_METHOD_NOT_FOUND) {
+            code = BERTH_ERROR_UNSUPPORTED;
+        } else if (rc <= -32001 && rc > -32000 - BERTH_ERROR_LAST) {
+            code = (int) (-32000 - rc);
+        }
+    }
+    g_set_error_literal(error, BERTH_ERROR, code,
+                        YAJL_IS_STRING(message) ? message->u.string : "unknown error");
+}
+
+typedef enum {
+    LINE_NOTIFICATION,
+    LINE_REPLY,
+    LINE_OTHER,
+} LineKind;
+
+/* Parses one line: queues a notification, or fills @reply (the tree, caller frees) for a
+ * response. */
+static LineKind
+classify_line(BerthClient *c, const char *line, yajl_val *reply, GError **error)
+{
+    yajl_val tree, method, id;
+
+    if (!berth_rpc_json_depth_ok(line, strlen(line), MAX_DEPTH)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                    "berthd sent JSON nested deeper than %d levels", MAX_DEPTH);
+        return LINE_OTHER;
+    }
+    tree = yajl_tree_parse(line, NULL, 0);
+    if (!YAJL_IS_OBJECT(tree)) {
+        if (tree) {
+            yajl_tree_free(tree);
+        }
+        g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA,
+                            "berthd sent a line that is not a JSON object");
+        return LINE_OTHER;
+    }
+    method = object_get(tree, "method");
+    id = object_get(tree, "id");
+    if (YAJL_IS_STRING(method) && !id) {
+        Notification *n = g_new0(Notification, 1);
+        yajl_val params = object_get(tree, "params");
+
+        n->method = g_strdup(method->u.string);
+        n->params = params ? value_to_json(params) : g_strdup("{}");
+        g_queue_push_tail(&c->notes, n);
+        yajl_tree_free(tree);
+        return LINE_NOTIFICATION;
+    }
+    *reply = tree;
+    return LINE_REPLY;
+}
+
+gboolean
+berth_client_call(BerthClient *c, const char *method, const char *params_json,
+                  char **result_json, GError **error)
+{
+    g_autoptr(GString) req = g_string_sized_new(128);
+    g_autofree char *method_json = berth_rpc_json_string(method);
+    guint64 id = c->next_id++;
+    gint64 deadline = -1;
+
+    if (result_json) {
+        *result_json = NULL;
+    }
+    g_string_append_printf(req, "{\"jsonrpc\":\"2.0\",\"id\":%" G_GUINT64_FORMAT
+                           ",\"method\":%s", id, method_json);
+    if (params_json) {
+        g_string_append(req, ",\"params\":");
+        g_string_append(req, params_json);
+    }
+    g_string_append(req, "}\n");
+    if (!write_all(c, req->str, req->len, error)) {
+        return FALSE;
+    }
+    if (c->call_timeout_ms >= 0) {
+        deadline = g_get_monotonic_time() + c->call_timeout_ms * 1000;
+    }
+
+    for (;;) {
+        g_autofree char *line = NULL;
+        GError *local = NULL;
+        yajl_val reply = NULL;
+        yajl_val rid, err;
+        LineKind kind;
+
+        if (!read_line(c, deadline, &line, &local)) {
+            if (!local) {
+                g_set_error(&local, G_IO_ERROR, G_IO_ERROR_TIMED_OUT,
+                            "no reply to '%s' from berthd within %" G_GINT64_FORMAT " ms",
+                            method, c->call_timeout_ms);
+            }
+            g_propagate_error(error, local);
+            return FALSE;
+        }
+        kind = classify_line(c, line, &reply, &local);
+        if (local) {
+            g_propagate_error(error, local);
+            return FALSE;
+        }
+        if (kind != LINE_REPLY) {
+            continue;
+        }
+        rid = object_get(reply, "id");
+        err = object_get(reply, "error");
+        /* An error with id null answers a request the server could not read: ours, since
+         * this client has one call in flight. */
+        if ((YAJL_IS_INTEGER(rid) && (guint64) rid->u.number.i == id) ||
+            (YAJL_IS_NULL(rid) && err)) {
+            if (err) {
+                set_remote_error(err, error);
+                yajl_tree_free(reply);
+                return FALSE;
+            }
+            if (result_json) {
+                yajl_val result = object_get(reply, "result");
+
+                *result_json = result ? value_to_json(result) : g_strdup("null");
+            }
+            yajl_tree_free(reply);
+            return TRUE;
+        }
+        /* A stale reply (a call that timed out earlier): skip it. */
+        yajl_tree_free(reply);
+    }
+}
+
+gboolean
+berth_client_next_notification(BerthClient *c, gint64 timeout_ms, char **method,
+                               char **params_json, GError **error)
+{
+    gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + timeout_ms * 1000;
+
+    while (g_queue_is_empty(&c->notes)) {
+        g_autofree char *line = NULL;
+        yajl_val reply = NULL;
+        GError *local = NULL;
+
+        if (!read_line(c, deadline, &line, &local)) {
+            if (local) {
+                g_propagate_error(error, local);
+            }
+            return FALSE;
+        }
+        if (classify_line(c, line, &reply, &local) == LINE_REPLY) {
+            yajl_tree_free(reply);
+        }
+        if (local) {
+            g_propagate_error(error, local);
+            return FALSE;
+        }
+    }
+    {
+        Notification *n = g_queue_pop_head(&c->notes);
+
+        *method = g_steal_pointer(&n->method);
+        *params_json = g_steal_pointer(&n->params);
+        notification_free(n);
+    }
+    return TRUE;
+}
