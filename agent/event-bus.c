@@ -26,6 +26,7 @@ enum {
 #define SUB_SPINS 64
 
 struct BerthBusSub {
+    gint ref; /* atomic: the subscription, and publishers about to wake its consumer */
     BerthBus *bus;
     guint queue_len;
     guint mask;                /* slots - 1; slots is a power of two > queue_len */
@@ -183,6 +184,22 @@ berth_bus_free(BerthBus *bus)
     g_free(bus);
 }
 
+/* The publishers' lock: the section it guards lasts tens of nanoseconds, so a contended
+ * publisher first spins a little on trylock rather than sleeping in the kernel at once. */
+static void
+bus_lock(BerthBus *bus)
+{
+    for (guint i = 0; i < 100; i++) {
+        if (g_mutex_trylock(&bus->lock)) {
+            return;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    g_mutex_lock(&bus->lock);
+}
+
 /* The index of the oldest event in the ring (valid when ring_count > 0). */
 static guint
 ring_oldest(BerthBus *bus)
@@ -212,17 +229,21 @@ sub_has_data(BerthBusSub *sub)
            g_atomic_int_get(&sub->pending);
 }
 
-/* Wakes the consumer if it announced that it sleeps; under bus->lock (so that unsubscribe
- * cannot free @sub meanwhile). The flag check is one load on the common path. */
-static void
-sub_wake_consumer(BerthBusSub *sub)
+/* Under bus->lock: claims the wake-up of a consumer that announced that it sleeps (0: none
+ * does). The check is one load on the common path. */
+static gint
+sub_claim_wake(BerthBusSub *sub)
 {
-    gint flags;
-
     if (!g_atomic_int_get(&sub->wake_flags)) {
-        return;
+        return 0;
     }
-    flags = g_atomic_int_exchange(&sub->wake_flags, 0);
+    return g_atomic_int_exchange(&sub->wake_flags, 0);
+}
+
+/* Wakes the consumer(s) of a claim; needs a reference on @sub or bus->lock. */
+static void
+sub_do_wake(BerthBusSub *sub, gint flags)
+{
     if (flags & WAKE_COND) {
         g_mutex_lock(&sub->wait_lock);
         g_cond_signal(&sub->wait_cond);
@@ -238,6 +259,56 @@ sub_wake_consumer(BerthBusSub *sub)
     }
 }
 
+static void
+sub_unref(BerthBusSub *sub)
+{
+    if (!g_atomic_int_dec_and_test(&sub->ref)) {
+        return;
+    }
+    if (sub->event_fd >= 0) {
+        close(sub->event_fd);
+    }
+    g_mutex_clear(&sub->wait_lock);
+    g_cond_clear(&sub->wait_cond);
+    g_free(sub->slots);
+    g_free(sub);
+}
+
+/* Consumers a publisher wakes after it dropped bus->lock: a futex or eventfd syscall does not
+ * belong in the critical section. Each entry holds a reference. */
+typedef struct {
+    BerthBusSub *subs[32];
+    gint flags[32];
+    guint n;
+} WakeList;
+
+/* Under bus->lock: wakes @sub's consumer now, or after unlock through @wl (may be NULL). */
+static void
+sub_wake_consumer(BerthBusSub *sub, WakeList *wl)
+{
+    gint flags = sub_claim_wake(sub);
+
+    if (!flags) {
+        return;
+    }
+    if (wl && wl->n < G_N_ELEMENTS(wl->subs)) {
+        g_atomic_int_inc(&sub->ref);
+        wl->subs[wl->n] = sub;
+        wl->flags[wl->n++] = flags;
+    } else {
+        sub_do_wake(sub, flags);
+    }
+}
+
+static void
+wake_list_run(WakeList *wl)
+{
+    for (guint i = 0; i < wl->n; i++) {
+        sub_do_wake(wl->subs[i], wl->flags[i]);
+        sub_unref(wl->subs[i]);
+    }
+}
+
 /* Under bus->lock: counts @seq as dropped for @sub. */
 static void
 sub_drop(BerthBusSub *sub, guint64 seq)
@@ -248,7 +319,7 @@ sub_drop(BerthBusSub *sub, guint64 seq)
         sub->pending_first = seq;
         g_atomic_int_set(&sub->pending, 1);
         /* A consumer that drained the queue may be going to sleep without seeing the hint. */
-        sub_wake_consumer(sub);
+        sub_wake_consumer(sub, NULL);
     }
 }
 
@@ -259,7 +330,7 @@ sub_drop(BerthBusSub *sub, guint64 seq)
  * take one slot beyond queue_len, so that it never needs room of its own.
  */
 static gboolean
-sub_push(BerthBusSub *sub, const BerthEvent *event)
+sub_push(BerthBusSub *sub, const BerthEvent *event, WakeList *wl)
 {
     guint tail = __atomic_load_n(&sub->tail, __ATOMIC_RELAXED);
     guint used = tail - __atomic_load_n(&sub->head, __ATOMIC_ACQUIRE);
@@ -276,7 +347,7 @@ sub_push(BerthBusSub *sub, const BerthEvent *event)
     }
     sub->slots[tail++ & sub->mask] = event;
     __atomic_store_n(&sub->tail, tail, __ATOMIC_SEQ_CST);
-    sub_wake_consumer(sub);
+    sub_wake_consumer(sub, wl);
     return TRUE;
 }
 
@@ -284,6 +355,7 @@ guint64
 berth_bus_publish(BerthBus *bus, const BerthEvent *event)
 {
     const BerthEvent *evicted = NULL;
+    WakeList wl;
     BusEvent *ev;
     guint nsubs, pushed = 0;
     guint64 seq;
@@ -296,7 +368,8 @@ berth_bus_publish(BerthBus *bus, const BerthEvent *event)
      * out pointers. Timestamps are made non-decreasing in seq order under the lock. */
     ev = bus_event_new(event);
     now = g_get_real_time();
-    g_mutex_lock(&bus->lock);
+    wl.n = 0;
+    bus_lock(bus);
     seq = ++bus->seq;
     bus->last_time = MAX(bus->last_time, now);
     ev->pub.seq = seq;
@@ -309,10 +382,11 @@ berth_bus_publish(BerthBus *bus, const BerthEvent *event)
         evicted = ring_put(bus, &ev->pub);
     }
     for (guint i = 0; i < nsubs; i++) {
-        pushed += sub_push(bus->subs->pdata[i], &ev->pub) ? 1 : 0;
+        pushed += sub_push(bus->subs->pdata[i], &ev->pub, &wl) ? 1 : 0;
     }
     g_mutex_unlock(&bus->lock);
 
+    wake_list_run(&wl);
     event_unref_n(&ev->pub, 1 + (gint) (nsubs - pushed));
     berth_event_unref(evicted);
     return seq;
@@ -340,6 +414,7 @@ berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *miss
     slots = 1u << g_bit_storage(queue_len); /* > queue_len: room for a marker */
 
     sub = g_new0(BerthBusSub, 1);
+    sub->ref = 1;
     sub->bus = bus;
     sub->queue_len = queue_len;
     sub->mask = slots - 1;
@@ -374,7 +449,7 @@ berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *miss
                 continue;
             }
             /* The ring holds a reference, so this unref never frees under the lock. */
-            if (!sub_push(sub, berth_event_ref(ev))) {
+            if (!sub_push(sub, berth_event_ref(ev), NULL)) {
                 berth_event_unref(ev);
             }
         }
@@ -401,13 +476,8 @@ berth_bus_unsubscribe(BerthBusSub *sub)
     for (guint i = sub->head; i != sub->tail; i++) {
         berth_event_unref(sub->slots[i & sub->mask]);
     }
-    if (sub->event_fd >= 0) {
-        close(sub->event_fd);
-    }
-    g_mutex_clear(&sub->wait_lock);
-    g_cond_clear(&sub->wait_cond);
-    g_free(sub->slots);
-    g_free(sub);
+    /* A publisher may still hold a reference for a wake-up. */
+    sub_unref(sub);
 }
 
 /* Takes the pending loss as a marker, or NULL when a producer reported it meanwhile. */

@@ -1,6 +1,7 @@
 /* Benchmark of the event bus: events/s from 4 publisher threads to 1, 10 and 100 subscribers. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "event-bus.h"
 
@@ -18,6 +19,8 @@ typedef struct {
     gint stop;          /* atomic: publishers are done */
     gint64 delivered;   /* atomic sum over subscribers */
     guint64 lost;       /* sum over subscribers, after the run */
+    gint64 pub_cpu_ns;  /* atomic: CPU time of the publisher threads */
+    gint64 sub_cpu_ns;  /* atomic: CPU time of the subscriber threads */
 } Run;
 
 typedef struct {
@@ -34,6 +37,17 @@ start_line(Run *run)
     }
 }
 
+/* CPU time of the calling thread: a figure that does not depend on what else the (shared)
+ * machine runs. */
+static gint64
+thread_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static gpointer
 publisher(gpointer data)
 {
@@ -48,10 +62,14 @@ publisher(gpointer data)
     };
 
     g_snprintf(name, sizeof(name), "bench-%p", (void *) g_thread_self());
+    gint64 cpu0;
+
     start_line(run);
+    cpu0 = thread_cpu_ns();
     for (guint i = 0; i < run->per_publisher; i++) {
         berth_bus_publish(run->bus, &ev);
     }
+    g_atomic_pointer_add(&run->pub_cpu_ns, thread_cpu_ns() - cpu0);
     return NULL;
 }
 
@@ -61,8 +79,10 @@ subscriber(gpointer data)
     SubThread *st = data;
     const BerthEvent *batch[BATCH];
     gint64 got = 0;
+    gint64 cpu0;
 
     start_line(st->run);
+    cpu0 = thread_cpu_ns();
     for (;;) {
         guint n = berth_bus_sub_pop_many(st->sub, batch, BATCH, -1);
 
@@ -78,6 +98,7 @@ subscriber(gpointer data)
         }
     }
     g_atomic_pointer_add(&st->run->delivered, got);
+    g_atomic_pointer_add(&st->run->sub_cpu_ns, thread_cpu_ns() - cpu0);
     return NULL;
 }
 
@@ -91,7 +112,8 @@ cmp_double(const void *a, const void *b)
 
 /* One run: returns published and delivered events per second. */
 static void
-run_once(guint n_subs, guint per_publisher, double *pub_rate, double *del_rate, double *lost)
+run_once(guint n_subs, guint per_publisher, double *pub_rate, double *del_rate, double *lost,
+         double *pub_ns, double *sub_ns)
 {
     Run run = { .bus = berth_bus_new(RING_SIZE), .per_publisher = per_publisher };
     GThread *pubs[PUBLISHERS];
@@ -131,6 +153,8 @@ run_once(guint n_subs, guint per_publisher, double *pub_rate, double *del_rate, 
     *pub_rate = (double) PUBLISHERS * per_publisher * G_USEC_PER_SEC / (double) (t_pub - t0);
     *del_rate = (double) run.delivered * G_USEC_PER_SEC / (double) (t_del - t0);
     *lost = (double) run.lost / ((double) PUBLISHERS * per_publisher * n_subs);
+    *pub_ns = (double) run.pub_cpu_ns / ((double) PUBLISHERS * per_publisher);
+    *sub_ns = run.delivered ? (double) run.sub_cpu_ns / (double) run.delivered : 0;
 }
 
 static gboolean
@@ -153,10 +177,12 @@ main(int argc, char **argv)
 
     printf("# event bus: %d publisher threads, queue %d, ring %d, batches of %d, median of %d\n",
            PUBLISHERS, QUEUE_LEN, RING_SIZE, BATCH, RUNS);
-    printf("%-12s %14s %14s %16s %8s\n", "subscribers", "published/s", "delivered/s",
-           "delivered/s/sub", "lost");
+    printf("# CPU ns/event: publisher thread time per published event, subscriber thread time\n"
+           "# per delivered event (load-independent on a shared machine)\n");
+    printf("%-12s %14s %14s %16s %8s %12s %12s\n", "subscribers", "published/s", "delivered/s",
+           "delivered/s/sub", "lost", "pub CPU ns", "sub CPU ns");
     for (guint c = 0; c < G_N_ELEMENTS(cases); c++) {
-        double pub[RUNS], del[RUNS], lost[RUNS];
+        double pub[RUNS], del[RUNS], lost[RUNS], pub_ns[RUNS], sub_ns[RUNS];
 
         /* "bench-bus 1 10" runs only those cases. */
         if (argc > 1 && !strv_has_number(argv + 1, cases[c])) {
@@ -164,13 +190,17 @@ main(int argc, char **argv)
         }
 
         for (guint r = 0; r < RUNS; r++) {
-            run_once(cases[c], per_publisher[c], &pub[r], &del[r], &lost[r]);
+            run_once(cases[c], per_publisher[c], &pub[r], &del[r], &lost[r], &pub_ns[r],
+                     &sub_ns[r]);
         }
         qsort(pub, RUNS, sizeof(double), cmp_double);
         qsort(del, RUNS, sizeof(double), cmp_double);
         qsort(lost, RUNS, sizeof(double), cmp_double);
-        printf("%-12u %14.0f %14.0f %16.0f %7.1f%%\n", cases[c], pub[RUNS / 2], del[RUNS / 2],
-               del[RUNS / 2] / cases[c], 100.0 * lost[RUNS / 2]);
+        qsort(pub_ns, RUNS, sizeof(double), cmp_double);
+        qsort(sub_ns, RUNS, sizeof(double), cmp_double);
+        printf("%-12u %14.0f %14.0f %16.0f %7.1f%% %12.0f %12.0f\n", cases[c], pub[RUNS / 2],
+               del[RUNS / 2], del[RUNS / 2] / cases[c], 100.0 * lost[RUNS / 2],
+               pub_ns[RUNS / 2], sub_ns[RUNS / 2]);
         fflush(stdout);
     }
     return EXIT_SUCCESS;
