@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "plugin-loader.h"
 
 /* Escapes text for roff: backslashes, and a leading '.' or '\'' that would start a request. */
 static void
@@ -23,10 +24,13 @@ roff_text(GString *out, const char *text)
     }
 }
 
+/* @group NULL: a plugin's keys, reloaded when the plugin has a reload op (@reloads). */
 static void
-roff_group(GString *out, const char *group, const BerthConfigKey *keys)
+roff_group(GString *out, const char *group, const BerthConfigKey *keys, gboolean reloads)
 {
-    for (const BerthConfigKey *k = keys; k->key; k++) {
+    for (const BerthConfigKey *k = keys; k && k->key; k++) {
+        gboolean restart = group ? berth_config_key_needs_restart(group, k->key) : !reloads;
+
         g_string_append(out, ".TP\n.B ");
         roff_text(out, k->key);
         g_string_append_printf(out, "\n(%s", berth_config_type_name(k->type));
@@ -38,17 +42,46 @@ roff_group(GString *out, const char *group, const BerthConfigKey *keys)
             g_string_append_printf(out, "; %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, k->min,
                                    k->max);
         }
-        g_string_append(out, berth_config_key_needs_restart(group, k->key)
-                                 ? "; takes effect at a restart)\n"
-                                 : "; reloaded by SIGHUP)\n");
+        g_string_append(out, restart ? "; takes effect at a restart)\n"
+                                     : "; reloaded by SIGHUP)\n");
         g_string_append(out, ".br\n");
         roff_text(out, k->help);
         g_string_append_c(out, '\n');
     }
 }
 
+/* The keys of each plugin file in @plugins, opened as berthd's loader opens them. */
+static gboolean
+roff_plugins(GString *out, char **plugins, GError **error)
+{
+    for (guint i = 0; plugins && plugins[i]; i++) {
+        g_autofree char *file = g_canonicalize_filename(plugins[i], NULL);
+        g_autofree char *dir = g_path_get_dirname(file);
+        g_autofree char *name = g_path_get_basename(file);
+        const BerthPlugin *p;
+
+        if (g_str_has_suffix(name, ".so")) {
+            name[strlen(name) - strlen(".so")] = '\0';
+        }
+        p = berth_plugin_open(dir, name, NULL, error);
+        if (!p) {
+            return FALSE;
+        }
+        g_string_append_printf(out, ".SS \"[plugin.%s]\"\n", p->name);
+        if (p->description) {
+            roff_text(out, p->description);
+            g_string_append(out, ".\n");
+        }
+        if (!p->config_keys || !p->config_keys[0].key) {
+            g_string_append(out, "No keys.\n");
+        }
+        roff_group(out, NULL, p->config_keys, p->reload != NULL);
+    }
+    return TRUE;
+}
+
 static char *
-generate(void)
+generate(char **plugins, GError **error)
 {
     GString *out = g_string_new(NULL);
 
@@ -81,9 +114,9 @@ generate(void)
         "marked \"reloaded by SIGHUP\" apply at once, and for every other changed key\n"
         "berthd logs that it needs a restart.\n"
         ".SH \"[agent] KEYS\"\n");
-    roff_group(out, "agent", berth_config_agent_keys());
+    roff_group(out, "agent", berth_config_agent_keys(), FALSE);
     g_string_append(out, ".SH \"[rpc] KEYS\"\n");
-    roff_group(out, "rpc", berth_config_rpc_keys());
+    roff_group(out, "rpc", berth_config_rpc_keys(), FALSE);
     g_string_append(out,
         ".SH \"[plugin.NAME] GROUPS\"\n"
         "Each plugin declares its keys (name, type, default, range, help) and\n"
@@ -94,7 +127,12 @@ generate(void)
         ".B berth\\-plugin\\-check\n"
         "NAME.so prints a plugin's keys. A plugin's group is reloaded by SIGHUP\n"
         "when the plugin supports reloading; otherwise a change takes effect at a\n"
-        "restart.\n"
+        "restart.\n");
+    if (!roff_plugins(out, plugins, error)) {
+        g_string_free(out, TRUE);
+        return NULL;
+    }
+    g_string_append(out,
         ".SH FILES\n"
         ".TP\n"
         ".I /etc/berth/berthd.conf\n"
@@ -111,34 +149,51 @@ generate(void)
 int
 main(int argc, char **argv)
 {
-    g_autofree char *text = generate();
+    g_autofree char *text = NULL;
     g_autofree char *current = NULL;
     g_autoptr(GError) error = NULL;
+    const char *output = NULL;
+    const char *check = NULL;
+    int first = 1;
 
-    if (argc == 1) {
+    if (argc >= 3 && strcmp(argv[1], "--output") == 0) {
+        output = argv[2];
+        first = 3;
+    } else if (argc >= 3 && strcmp(argv[1], "--check") == 0) {
+        check = argv[2];
+        first = 3;
+    } else if (argc >= 2 && g_str_has_prefix(argv[1], "-")) {
+        fprintf(stderr, "usage: gen-conf-doc [--output FILE | --check FILE] [PLUGIN.so...]\n"
+                        "Writes berthd.conf(5) from the core's key tables and the key tables\n"
+                        "of the given plugins, or checks that FILE has exactly that text.\n");
+        return 2;
+    }
+    text = generate(argv + first, &error);
+    if (!text) {
+        fprintf(stderr, "gen-conf-doc: %s\n", error->message);
+        return 1;
+    }
+    if (output) {
+        if (!g_file_set_contents(output, text, -1, &error)) {
+            fprintf(stderr, "gen-conf-doc: %s\n", error->message);
+            return 1;
+        }
+        return 0;
+    }
+    if (!check) {
         fputs(text, stdout);
         return 0;
     }
-    if (argc == 3 && strcmp(argv[1], "--output") == 0) {
-        if (!g_file_set_contents(argv[2], text, -1, &error)) {
-            fprintf(stderr, "gen-conf-doc: %s\n", error->message);
-            return 1;
-        }
-        return 0;
+    if (!g_file_get_contents(check, &current, NULL, &error)) {
+        fprintf(stderr, "gen-conf-doc: %s\n", error->message);
+        return 1;
     }
-    if (argc == 3 && strcmp(argv[1], "--check") == 0) {
-        if (!g_file_get_contents(argv[2], &current, NULL, &error)) {
-            fprintf(stderr, "gen-conf-doc: %s\n", error->message);
-            return 1;
-        }
-        if (strcmp(current, text) != 0) {
-            fprintf(stderr, "%s differs from the config key tables; regenerate it with:\n"
-                            "  gen-conf-doc --output %s\n", argv[2], argv[2]);
-            return 1;
-        }
-        printf("%s matches the config key tables\n", argv[2]);
-        return 0;
+    if (strcmp(current, text) != 0) {
+        g_autofree char *args = g_strjoinv(" ", argv + first);
+        fprintf(stderr, "%s differs from the config key tables; regenerate it with:\n"
+                        "  gen-conf-doc --output %s %s\n", check, check, args);
+        return 1;
     }
-    fprintf(stderr, "usage: gen-conf-doc [--output FILE | --check FILE]\n");
-    return 2;
+    printf("%s matches the config key tables\n", check);
+    return 0;
 }
