@@ -317,7 +317,9 @@ VfsDevice *vfs_device_new(const VfsDeviceOptions *opts, GError **error)
         }
     }
     if (opts->thread_pool_size > 0) {
-        dev->pool = g_thread_pool_new(pool_run, dev, opts->thread_pool_size, FALSE, error);
+        /* Exclusive: the threads live as long as the device; a shared pool would end idle ones
+         * and start new ones under bursty load. */
+        dev->pool = g_thread_pool_new(pool_run, dev, opts->thread_pool_size, TRUE, error);
         if (!dev->pool) {
             return NULL;
         }

@@ -401,8 +401,16 @@ gboolean vfs_fe_setup(VfsFe *fe, const VfsFeSetup *s, GError **error)
         q->desc = vfs_fe_host(fe, q->ring_gpa);
         q->avail = (void *)((guint8 *)q->desc + 16 * fe->qsize);
         q->used = (void *)((guint8 *)q->desc + ((16 * fe->qsize + 6 + 2 * fe->qsize + 63) & ~63));
+        for (guint h = 0; q->chains && h < fe->qsize; h++) {
+            if (q->chains[h]) {
+                g_array_free(q->chains[h], TRUE);
+            }
+        }
+        g_free(q->chains);
+        g_free(q->free);
         q->free = g_new(guint16, fe->qsize);
         q->chains = g_new0(GArray *, fe->qsize);
+        q->avail_idx = q->kicked_idx = q->last_used = q->base = 0;
         for (guint d = 0; d < fe->qsize; d++) {
             q->free[d] = fe->qsize - 1 - d;
         }

@@ -352,6 +352,29 @@ static void test_fuse_init(gconstpointer data)
     vfs_test_down(&t);
 }
 
+static void test_reset_owner(void)
+{
+    VfsFeSetup setup = { .nqueues = 3 };
+    VfsTest t;
+    struct fuse_init_in in = { .major = 7, .minor = 31 };
+    guint8 reply[256];
+    guint64 status = 1;
+    g_autoptr(GError) error = NULL;
+
+    vfs_test_up(&t, 0, &setup);
+    g_assert_cmpuint(vfs_test_fuse(&t, 1, FUSE_INIT, 0, &in, sizeof(in), reply, sizeof(reply),
+                                   0, FALSE), >, 0);
+    /* Every queue is stopped and the state dropped; the front-end can start over. */
+    g_assert_true(vfs_fe_call(t.fe, VHOST_USER_RESET_OWNER, NULL, 0, NULL, 0, &status, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_true(vfs_fe_setup(t.fe, &setup, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(vfs_test_fuse(&t, 2, FUSE_INIT, 0, &in, sizeof(in), reply, sizeof(reply),
+                                   0, TRUE), >, 0);
+    vfs_test_down(&t);
+}
+
 static void test_socket_lock(void)
 {
     g_autoptr(GError) error = NULL;
@@ -407,6 +430,7 @@ int main(int argc, char **argv)
     g_test_add_data_func("/virtiofs/vhost-user/fuse-init-add-mem-reg", &add, test_fuse_init);
     g_test_add_data_func("/virtiofs/vhost-user/fuse-init-no-protocol-features", &legacy,
                          test_fuse_init);
+    g_test_add_func("/virtiofs/vhost-user/reset-owner", test_reset_owner);
     g_test_add_func("/virtiofs/vhost-user/socket-lock", test_socket_lock);
     return g_test_run();
 }
