@@ -289,9 +289,77 @@ handle_free(gpointer data)
     g_free(h->path);
     g_clear_pointer(&h->config, g_hash_table_unref);
     g_clear_pointer(&h->config_strv, g_hash_table_unref);
+    g_clear_pointer(&h->retired, g_ptr_array_unref);
     g_free(h->state_dir);
     g_free(h->run_dir);
     g_free(h);
+}
+
+/* The split lists of the BERTH_CONFIG_STRV keys of @keys in @values. */
+static GHashTable *
+strv_table_new(const BerthConfigKey *keys, GHashTable *values)
+{
+    GHashTable *table = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                              (GDestroyNotify)g_strfreev);
+
+    for (const BerthConfigKey *k = keys; k && k->key; k++) {
+        if (k->type == BERTH_CONFIG_STRV) {
+            g_hash_table_insert(table, g_strdup(k->key),
+                                berth_config_split_strv(g_hash_table_lookup(values, k->key)));
+        }
+    }
+    return table;
+}
+
+static gboolean
+sections_equal(GHashTable *a, GHashTable *b)
+{
+    GHashTableIter it;
+    gpointer key, value;
+
+    if (g_hash_table_size(a) != g_hash_table_size(b)) {
+        return FALSE;
+    }
+    g_hash_table_iter_init(&it, a);
+    while (g_hash_table_iter_next(&it, &key, &value)) {
+        if (g_strcmp0(value, g_hash_table_lookup(b, key)) != 0) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+gboolean
+berth_plugin_reconfigure(BerthPluginHandle *h, const BerthConfig *config, gboolean *changed,
+                         GError **error)
+{
+    g_autoptr(GHashTable) section =
+        berth_config_plugin_section(config, h->name, h->plugin->config_keys, error);
+
+    if (changed) {
+        *changed = FALSE;
+    }
+    if (!section) {
+        return FALSE;
+    }
+    if (h->config && sections_equal(h->config, section)) {
+        return TRUE;
+    }
+    if (!h->retired) {
+        h->retired = g_ptr_array_new_with_free_func((GDestroyNotify)g_hash_table_unref);
+    }
+    if (h->config) {
+        g_ptr_array_add(h->retired, h->config);
+    }
+    if (h->config_strv) {
+        g_ptr_array_add(h->retired, h->config_strv);
+    }
+    h->config_strv = strv_table_new(h->plugin->config_keys, section);
+    h->config = g_steal_pointer(&section);
+    if (changed) {
+        *changed = TRUE;
+    }
+    return TRUE;
 }
 
 /* Opens and checks one plugin and validates its config section; no code of it runs but the
@@ -317,14 +385,7 @@ handle_new(const BerthConfig *config, const char *name, GPtrArray *loaded, gpoin
     h->plugin = plugin;
     h->required = g_strv_contains((const char *const *)config->required, name);
     h->config = g_steal_pointer(&section);
-    h->config_strv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                           (GDestroyNotify)g_strfreev);
-    for (const BerthConfigKey *k = plugin->config_keys; k && k->key; k++) {
-        if (k->type == BERTH_CONFIG_STRV) {
-            g_hash_table_insert(h->config_strv, g_strdup(k->key),
-                                berth_config_split_strv(g_hash_table_lookup(h->config, k->key)));
-        }
-    }
+    h->config_strv = strv_table_new(plugin->config_keys, h->config);
     h->state_dir = g_build_filename(config->state_dir, "plugins", name, NULL);
     h->run_dir = g_build_filename(config->run_dir, "plugins", name, NULL);
     h->core = core;

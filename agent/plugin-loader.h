@@ -19,6 +19,8 @@ struct BerthPluginHandle {
     char *state_dir;            /* STATE_DIR/plugins/NAME */
     char *run_dir;              /* RUN_DIR/plugins/NAME */
     gpointer core;              /* the daemon's context, opaque to the loader */
+    GPtrArray *retired;         /* config tables replaced by berth_plugin_reconfigure(), kept
+                                 * until the handle is freed: other threads may hold strings */
 };
 
 /*
@@ -40,6 +42,17 @@ void berth_plugins_free(GPtrArray *plugins);
 /* The first initialized plugin of @kind, or NULL. */
 BerthPluginHandle *berth_plugins_find_kind(GPtrArray *plugins, BerthPluginKind kind);
 const char *berth_plugin_kind_name(BerthPluginKind kind); /* "hypervisor", ... */
+
+/*
+ * For SIGHUP: validates @config's [plugin.NAME] section against the plugin's keys and, when its
+ * values differ from the current ones, makes them current (config and config_strv; the old
+ * tables stay allocated until the handle is freed, as host services may have handed out their
+ * strings) and sets *@changed. Does not call the plugin's reload(): the caller does that when
+ * the plugin has one (and otherwise logs that a restart is needed). On error nothing changes.
+ * Main thread only.
+ */
+gboolean berth_plugin_reconfigure(BerthPluginHandle *h, const BerthConfig *config,
+                                  gboolean *changed, GError **error);
 
 /*
  * Opens plugin @name from @dir exactly as berth_plugins_load() does and applies every check that

@@ -481,6 +481,46 @@ test_config_keys(Fixture *f, gconstpointer data)
 }
 
 static void
+test_reconfigure(Fixture *f, gconstpointer data)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthConfig) config = make_config(f, NULL, "config-keys", NULL,
+                                                "[plugin.config-keys]\ncount=7\n");
+    g_autoptr(BerthConfig) same = make_config(f, NULL, "config-keys", NULL,
+                                              "[plugin.config-keys]\ncount=7\nnames=a;b\n");
+    g_autoptr(BerthConfig) newer = make_config(f, NULL, "config-keys", NULL,
+                                               "[plugin.config-keys]\ncount=9\nnames=c\n");
+    g_autoptr(BerthConfig) broken = make_config(f, NULL, "config-keys", NULL,
+                                                "[plugin.config-keys]\ncount=90\n");
+    g_autoptr(GPtrArray) plugins = berth_plugins_load(config, &fake_host, NULL, TRUE, &error);
+    BerthPluginHandle *h;
+    const char *old_count;
+    gboolean changed = TRUE;
+
+    g_assert_no_error(error);
+    h = g_ptr_array_index(plugins, 0);
+    old_count = fake_get_string(h, "count");
+
+    g_assert_true(berth_plugin_reconfigure(h, same, &changed, &error));
+    g_assert_false(changed);
+
+    g_assert_false(berth_plugin_reconfigure(h, broken, &changed, &error));
+    g_assert_cmpstr(error->message, ==,
+                    "berthd.conf: [plugin.config-keys] count: '90' is out of range 1..10");
+    g_assert_false(changed);
+    g_assert_cmpint(fake_get_int(h, "count"), ==, 7);
+    g_clear_error(&error);
+
+    g_assert_true(berth_plugin_reconfigure(h, newer, &changed, &error));
+    g_assert_true(changed);
+    g_assert_cmpint(fake_get_int(h, "count"), ==, 9);
+    g_assert_cmpstr(fake_get_strv(h, "names")[0], ==, "c");
+    g_assert_null(fake_get_strv(h, "names")[1]);
+    /* A string handed out before the change stays valid. */
+    g_assert_cmpstr(old_count, ==, "7");
+}
+
+static void
 test_config_keys_invalid(Fixture *f, gconstpointer data)
 {
     static const struct {
@@ -612,6 +652,7 @@ main(int argc, char **argv)
     ADD("/core/loader/list-without-init", test_list_without_init);
     ADD("/core/loader/config-keys", test_config_keys);
     ADD("/core/loader/config-keys-invalid", test_config_keys_invalid);
+    ADD("/core/loader/reconfigure", test_reconfigure);
     ADD("/core/loader/open-direct", test_open_direct);
     ADD("/core/loader/sdk-example", test_example_plugin);
     g_test_add_func("/core/loader/kind-names", test_kind_names);
