@@ -1,13 +1,17 @@
 /* berthd.conf: the [agent] and [rpc] key tables, one table-driven validator, modes and reload. */
 #include "config.h"
 
+#include <errno.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "build-config.h"
 
 /* Bounds a config file before GKeyFile reads it: berthd.conf is small, a huge one is a mistake. */
 #define CONFIG_MAX_BYTES (1024 * 1024)
+/* sun_path of struct sockaddr_un holds 108 bytes with the terminating NUL. */
+#define SOCKET_PATH_MAX 107
 /* Longest value quoted back in an error message. */
 #define CONFIG_QUOTE_MAX 80
 #define PLUGIN_NAME_MAX 64
@@ -466,6 +470,16 @@ rpc_check(BerthConfig *config, const char *label, GHashTable *values, GError **e
                                "'%s' is not an octal file mode such as 0600", shown);
         }
     }
+    if (strlen(config->socket) > SOCKET_PATH_MAX) {
+        return config_fail(error, label, "rpc", "unix_socket",
+                           "'%s' is longer than %d bytes, the limit of a unix socket path",
+                           config->socket, SOCKET_PATH_MAX);
+    }
+    if (strlen(config->socket_ro) > SOCKET_PATH_MAX) {
+        return config_fail(error, label, "rpc", "unix_socket_ro",
+                           "'%s' is longer than %d bytes, the limit of a unix socket path",
+                           config->socket_ro, SOCKET_PATH_MAX);
+    }
     if (g_strcmp0(config->socket, config->socket_ro) == 0) {
         return config_fail(error, label, "rpc", "unix_socket_ro",
                            "'%s' is the read-write socket too", config->socket);
@@ -613,6 +627,29 @@ berth_config_load_data(const char *data, const char *label, gboolean privileged,
                             privileged, error);
 }
 
+/* Reads a regular file of at most CONFIG_MAX_BYTES, checked before reading (not /dev/zero). */
+static gboolean
+read_bounded(const char *path, char **data, gsize *len, GError **error)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        int err = errno;
+        g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(err), "%s", g_strerror(err));
+        return FALSE;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_INVAL, "it is not a regular file");
+        return FALSE;
+    }
+    if (st.st_size > CONFIG_MAX_BYTES) {
+        g_set_error(error, G_FILE_ERROR, G_FILE_ERROR_FAILED, "it is larger than %d bytes",
+                    CONFIG_MAX_BYTES);
+        return FALSE;
+    }
+    return g_file_get_contents(path, data, len, error);
+}
+
 BerthConfig *
 berth_config_load_as(const char *path, gboolean privileged, GError **error)
 {
@@ -630,7 +667,7 @@ berth_config_load_as(const char *path, gboolean privileged, GError **error)
         default_path = g_build_filename(dir, "berthd.conf", NULL);
     }
     label = g_path_get_basename(path ? path : default_path);
-    if (!g_file_get_contents(path ? path : default_path, &data, &len, &local)) {
+    if (!read_bounded(path ? path : default_path, &data, &len, &local)) {
         /* Only the default file may be missing: a file the user named must exist. */
         if (!path && g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
             return config_from_data(NULL, 0, label, privileged, error);

@@ -197,6 +197,10 @@ test_every_key_errors(void)
     g_assert_cmpuint(checked, >=, 20);
 }
 
+/* 100 characters: a run dir whose default socket paths are too long for sun_path. */
+#define LONG_DIR "0123456789012345678901234567890123456789012345678901234567890123456789" \
+                 "012345678901234567890123456789"
+
 static void
 test_exact_messages(void)
 {
@@ -214,6 +218,9 @@ test_exact_messages(void)
     assert_load_error("[rpc]\nunix_socket=/a.sock\nunix_socket_ro=/a.sock\n",
                       "berthd.conf: [rpc] unix_socket_ro: '/a.sock' is the read-write socket "
                       "too");
+    assert_load_error("[agent]\nrun_dir=/" LONG_DIR "\n",
+                      "berthd.conf: [rpc] unix_socket: '/" LONG_DIR "/berthd.sock' is longer "
+                      "than 107 bytes, the limit of a unix socket path");
     assert_load_error("[agent]\nlog_level=trace\n",
                       "berthd.conf: [agent] log_level: 'trace' is not one of error, warning, "
                       "message, info, debug");
@@ -291,6 +298,21 @@ test_files(void)
     g_assert_true(g_str_has_prefix(error->message, "cannot read config file '"));
     g_assert_nonnull(strstr(error->message, missing));
     g_clear_error(&error);
+
+    /* Not a regular file, or too large: refused before reading. */
+    c = berth_config_load("/dev/zero", &error);
+    g_assert_null(c);
+    g_assert_cmpstr(error->message, ==,
+                    "cannot read config file '/dev/zero': it is not a regular file");
+    g_clear_error(&error);
+    {
+        g_autofree char *big = g_strnfill(1024 * 1024 + 1, '#');
+        g_assert_true(g_file_set_contents(path, big, -1, NULL));
+        c = berth_config_load(path, &error);
+        g_assert_null(c);
+        g_assert_true(g_str_has_suffix(error->message, "it is larger than 1048576 bytes"));
+        g_clear_error(&error);
+    }
 
     /* Messages name the file that was loaded. */
     g_assert_true(g_file_set_contents(path, "[rpc]\nmax_pending_requests=5000\n", -1, NULL));
