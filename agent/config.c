@@ -250,8 +250,8 @@ value_parse(GKeyFile *kf, const char *group, const BerthConfigKey *k, const char
         }
         if (v < k->min || v > k->max) {
             value_fail(error, where,
-                        "'%s' is out of range %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, shown,
-                        k->min, k->max);
+                       "'%s' is out of range %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, shown,
+                       k->min, k->max);
             return NULL;
         }
         return g_strdup_printf("%" G_GINT64_FORMAT, v);
@@ -259,8 +259,7 @@ value_parse(GKeyFile *kf, const char *group, const BerthConfigKey *k, const char
     case BERTH_CONFIG_BOOL: {
         gboolean b = g_key_file_get_boolean(kf, group, k->key, &local);
         if (local) {
-            value_fail(error, where, "'%s' is not a boolean (true or false)",
-                        shown);
+            value_fail(error, where, "'%s' is not a boolean (true or false)", shown);
             return NULL;
         }
         return g_strdup(b ? "true" : "false");
