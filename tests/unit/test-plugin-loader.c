@@ -36,6 +36,9 @@ test_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpoin
     return g_log_writer_default(level, fields, n_fields, data);
 }
 
+static void fake_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
 static void
 fake_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
 {
@@ -384,9 +387,11 @@ test_world_writable_file(Fixture *f, gconstpointer data)
 static void
 test_world_writable_dir(Fixture *f, gconstpointer data)
 {
-    g_autofree char *path = copy_plugin(f, "good", f->tmp, "good");
-    g_autofree char *expect = g_strdup_printf("is in directory '%s', which is writable by group "
-                                              "or others (mode 0757)", f->tmp);
+    g_autofree char *expect = NULL;
+
+    g_free(copy_plugin(f, "good", f->tmp, "good"));
+    expect = g_strdup_printf("is in directory '%s', which is writable by group or others "
+                             "(mode 0757)", f->tmp);
 
     g_assert_cmpint(g_chmod(f->tmp, 0757), ==, 0);
     assert_refused(f, f->tmp, "good", expect);
@@ -425,9 +430,9 @@ test_symlink_target_checked(Fixture *f, gconstpointer data)
 static void
 test_libtool_archive_refused(Fixture *f, gconstpointer data)
 {
-    g_autofree char *path = copy_plugin(f, "good", f->tmp, "good");
     g_autofree char *la = g_build_filename(f->tmp, "good.la", NULL);
 
+    g_free(copy_plugin(f, "good", f->tmp, "good"));
     g_assert_true(g_file_set_contents(la, "# not a real libtool archive\n", -1, NULL));
     assert_refused(f, f->tmp, "good", "has a libtool archive");
 }
