@@ -300,9 +300,8 @@ object_advance(BerthScheduler *sched, ObjectQueue *obj)
 }
 
 /*
- * First step of finishing, under sched->lock: the final state and error, the history, and the
- * job's place on its object given to the next one. The caller then calls finish_notify()
- * without the lock.
+ * First step of finishing, under sched->lock: the final state and error, and the job's place
+ * on its object given to the next one. The caller then calls finish_notify() without the lock.
  */
 static void
 finish_locked(BerthScheduler *sched, BerthJob *job, BerthJobState state, GError *error)
@@ -327,12 +326,6 @@ finish_locked(BerthScheduler *sched, BerthJob *job, BerthJobState state, GError 
             g_queue_remove(&obj->waiting, job);
         }
         object_advance(sched, obj);
-    }
-    /* The active table's reference moves to the history. */
-    g_hash_table_steal(sched->active, &job->id);
-    g_queue_push_tail(&sched->history, job);
-    while (g_queue_get_length(&sched->history) > sched->history_max) {
-        berth_job_unref(g_queue_pop_head(&sched->history));
     }
 }
 
@@ -396,6 +389,13 @@ finish_notify(BerthScheduler *sched, BerthJob *job)
         job->done(job, job->done_data);
     }
     g_mutex_lock(&sched->lock);
+    /* Only now does it leave the active table (where berth_scheduler_wait finds it): its
+     * reference moves to the history. */
+    g_hash_table_steal(sched->active, &job->id);
+    g_queue_push_tail(&sched->history, job);
+    while (g_queue_get_length(&sched->history) > sched->history_max) {
+        berth_job_unref(g_queue_pop_head(&sched->history));
+    }
     job->notified = TRUE;
     g_cond_broadcast(&sched->done_cond);
     g_mutex_unlock(&sched->lock);
@@ -694,8 +694,8 @@ berth_scheduler_cancel(BerthScheduler *sched, guint64 id, GError **error)
 
     g_mutex_lock(&sched->lock);
     job = g_hash_table_lookup(sched->active, &id);
-    if (!job) {
-        gboolean known = FALSE;
+    if (!job || state_is_final(berth_job_get_state(job))) {
+        gboolean known = job != NULL;
 
         for (GList *l = sched->history.head; l && !known; l = l->next) {
             known = ((BerthJob *) l->data)->id == id;

@@ -668,6 +668,21 @@ test_bad_spec(void)
     berth_scheduler_free(sched);
 }
 
+/* With no history a finished job is forgotten, and waiting for it still works. */
+static void
+test_no_history(void)
+{
+    BerthScheduler *sched = berth_scheduler_new(1, 0, NULL);
+    g_autoptr(GPtrArray) list = NULL;
+    guint64 id = submit(sched, BERTH_JOB_MODIFY, "web1", quick_job, NULL);
+
+    berth_scheduler_wait(sched, id);
+    g_assert_null(berth_scheduler_lookup(sched, id));
+    list = berth_scheduler_list(sched);
+    g_assert_cmpuint(list->len, ==, 0);
+    berth_scheduler_free(sched);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -682,5 +697,6 @@ main(int argc, char **argv)
     g_test_add_func("/core/jobs/done-on-main-context", test_done_on_main_context);
     g_test_add_func("/core/jobs/finished-events", test_finished_events);
     g_test_add_func("/core/jobs/bad-spec", test_bad_spec);
+    g_test_add_func("/core/jobs/no-history", test_no_history);
     return g_test_run();
 }
