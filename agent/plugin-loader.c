@@ -436,8 +436,13 @@ GPtrArray *
 berth_plugins_load(const BerthConfig *config, const BerthHost *host, gpointer core,
                    gboolean init, GError **error)
 {
-    g_autoptr(GPtrArray) opened = g_ptr_array_new_with_free_func(handle_free);
-    g_autoptr(GPtrArray) ready = g_ptr_array_new_with_free_func(handle_free);
+    g_autoptr(GPtrArray) opened = NULL;
+    g_autoptr(GPtrArray) ready = NULL;
+
+    g_return_val_if_fail(config != NULL, NULL);
+    g_return_val_if_fail(host != NULL || !init, NULL);
+    opened = g_ptr_array_new_with_free_func(handle_free);
+    ready = g_ptr_array_new_with_free_func(handle_free);
 
     /* Open and check everything first, so that a refused required plugin stops startup
      * before any plugin's init() has run. */
