@@ -480,20 +480,22 @@ berth_bus_unsubscribe(BerthBusSub *sub)
     sub_unref(sub);
 }
 
-/* Takes the pending loss as a marker, or NULL when a producer reported it meanwhile. */
+/* Takes the pending loss as a marker; NULL when there is none or events were queued meanwhile
+ * (they come first). */
 static const BerthEvent *
 sub_take_marker(BerthBusSub *sub)
 {
-    guint64 count, first, last;
+    guint64 count = 0, first = 0, last = 0;
 
     g_mutex_lock(&sub->bus->lock);
-    count = sub->pending_count;
-    first = sub->pending_first;
-    last = sub->pending_last;
-    /* A producer that placed events after the loss would have reported it before them, so a
-     * loss still pending here is the next thing in the stream. */
-    sub->pending_count = 0;
-    g_atomic_int_set(&sub->pending, 0);
+    /* Producers only queue under this lock: an empty queue now means the loss is next. */
+    if (__atomic_load_n(&sub->tail, __ATOMIC_RELAXED) == sub->head) {
+        count = sub->pending_count;
+        first = sub->pending_first;
+        last = sub->pending_last;
+        sub->pending_count = 0;
+        g_atomic_int_set(&sub->pending, 0);
+    }
     g_mutex_unlock(&sub->bus->lock);
     return count ? marker_new(count, first, last) : NULL;
 }
@@ -502,24 +504,29 @@ sub_take_marker(BerthBusSub *sub)
 static guint
 sub_take(BerthBusSub *sub, const BerthEvent **out, guint max)
 {
-    guint head = sub->head;
-    guint tail = __atomic_load_n(&sub->tail, __ATOMIC_ACQUIRE);
-    guint n = MIN(tail - head, max);
-
-    if (n == 0) {
+    /* A second look when the marker had to wait for events queued meanwhile. */
+    for (guint attempt = 0; attempt < 2; attempt++) {
+        guint head = sub->head;
+        guint n = MIN(__atomic_load_n(&sub->tail, __ATOMIC_ACQUIRE) - head, max);
         const BerthEvent *marker;
 
-        if (max == 0 || !g_atomic_int_get(&sub->pending) || !(marker = sub_take_marker(sub))) {
+        if (n > 0) {
+            for (guint i = 0; i < n; i++) {
+                out[i] = sub->slots[(head + i) & sub->mask];
+            }
+            __atomic_store_n(&sub->head, head + n, __ATOMIC_SEQ_CST);
+            return n;
+        }
+        if (max == 0 || !g_atomic_int_get(&sub->pending)) {
             return 0;
         }
-        out[0] = marker;
-        return 1;
+        marker = sub_take_marker(sub);
+        if (marker) {
+            out[0] = marker;
+            return 1;
+        }
     }
-    for (guint i = 0; i < n; i++) {
-        out[i] = sub->slots[(head + i) & sub->mask];
-    }
-    __atomic_store_n(&sub->head, head + n, __ATOMIC_SEQ_CST);
-    return n;
+    return 0;
 }
 
 guint

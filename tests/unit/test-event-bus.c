@@ -7,6 +7,8 @@
 
 #define N_PUBLISHERS 4
 #define PER_PUBLISHER 100000
+/* Only a failure guard: no test waits this long when it passes. */
+#define GUARD_US (30 * G_USEC_PER_SEC)
 
 static guint64
 publish_simple(BerthBus *bus, const char *name, const char *detail)
@@ -494,6 +496,62 @@ test_unsubscribe_while_publishing(void)
     berth_bus_free(s.bus);
 }
 
+#define LOSSY_PER_PUBLISHER 20000
+
+static gpointer
+lossy_publisher(gpointer data)
+{
+    for (guint i = 0; i < LOSSY_PER_PUBLISHER; i++) {
+        publish_simple(data, "web1", NULL);
+    }
+    return NULL;
+}
+
+/* With a small queue under concurrent publishers, the stream of events and markers still
+ * accounts for every seq exactly once and in order: each event is the next seq, each marker
+ * covers the range right after what came before it. */
+static void
+test_lossy_stream_accounts_for_every_seq(void)
+{
+    BerthBus *bus = berth_bus_new(0);
+    BerthBusSub *sub = berth_bus_subscribe(bus, 64, 0, NULL);
+    const guint64 total = 2 * LOSSY_PER_PUBLISHER;
+    GThread *pubs[2];
+    guint64 expect = 1, lost = 0, markers = 0;
+
+    for (guint i = 0; i < G_N_ELEMENTS(pubs); i++) {
+        pubs[i] = g_thread_new("publisher", lossy_publisher, bus);
+    }
+    while (expect <= total) {
+        const BerthEvent *batch[8];
+        guint n = berth_bus_sub_pop_many(sub, batch, G_N_ELEMENTS(batch), GUARD_US);
+
+        g_assert_cmpuint(n, >, 0);
+        for (guint i = 0; i < n; i++) {
+            if (batch[i]->seq == 0) {
+                g_assert_cmpuint(detail_int(batch[i], "first"), ==, expect);
+                expect = detail_int(batch[i], "last") + 1;
+                lost += detail_int(batch[i], "count");
+                markers++;
+            } else {
+                g_assert_cmpuint(batch[i]->seq, ==, expect);
+                expect++;
+            }
+            berth_event_unref(batch[i]);
+        }
+        g_thread_yield(); /* a slow consumer */
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(pubs); i++) {
+        g_thread_join(pubs[i]);
+    }
+    g_assert_cmpuint(expect, ==, total + 1);
+    g_assert_cmpuint(lost, ==, berth_bus_sub_lost(sub));
+    g_assert_null(berth_bus_sub_pop(sub, 0));
+    g_test_message("%" G_GUINT64_FORMAT " lost in %" G_GUINT64_FORMAT " markers", lost, markers);
+    berth_bus_unsubscribe(sub);
+    berth_bus_free(bus);
+}
+
 static void
 test_event_to_json(void)
 {
@@ -579,6 +637,8 @@ main(int argc, char **argv)
     g_test_add_func("/core/bus/source-wakeup", test_source_wakeup);
     g_test_add_func("/core/bus/wake-and-timeout", test_wake_and_timeout);
     g_test_add_func("/core/bus/unsubscribe-while-publishing", test_unsubscribe_while_publishing);
+    g_test_add_func("/core/bus/lossy-stream-accounts-for-every-seq",
+                    test_lossy_stream_accounts_for_every_seq);
     g_test_add_func("/core/bus/event-to-json", test_event_to_json);
     return g_test_run();
 }
