@@ -80,15 +80,28 @@ static gboolean id_equal(gconstpointer a, gconstpointer b)
     return *(const guint64 *)a == *(const guint64 *)b;
 }
 
-/* A built-in fd bound: half the soft RLIMIT_NOFILE leaves room for the device and the host. */
+/*
+ * The built-in fd bound. A guest keeps one inode fd per file it has cached, so, as virtiofsd
+ * does, the soft RLIMIT_NOFILE is first raised to the hard one; a quarter stays for the device
+ * (eventfds, memory regions) and the host process.
+ */
 static guint default_max_open_fds(void)
 {
     struct rlimit rl;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) {
-        return 65536;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        return 1024;
     }
-    return (guint)MAX(64, MIN(rl.rlim_cur / 2, (rlim_t)G_MAXINT));
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+            rl = raised;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)G_MAXINT) {
+        return 1u << 20;
+    }
+    return (guint)MAX(64, rl.rlim_cur / 4 * 3);
 }
 
 VfsFs *vfs_fs_new(const VfsFsOptions *opts, GError **error)
