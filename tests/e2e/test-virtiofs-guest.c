@@ -184,7 +184,8 @@ static void test_guest(gconstpointer data)
     g_assert_cmpstr(stat_line, ==, "15 regular file");
     g_autofree char *find = console_value(padded, "FIND");
     g_assert_cmpstr(find, ==,
-                    ". ./big ./d1 ./d1/renamed.txt ./d2 ./d2/b.txt ./from-host-copy ./link ./part ");
+                    ". ./big ./d1 ./d1/renamed.txt ./d2 ./d2/b.txt ./from-host-copy ./link "
+                    "./part ");
 
     /* The host's view: exactly this tree, these bytes. */
     g_autoptr(GPtrArray) tree = g_ptr_array_new_with_free_func(g_free);
