@@ -54,7 +54,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    VfsDeviceOptions opts = { .handle = echo, .queues = 4 };
+    /* The first byte's low bit picks inline handling or a pool of two threads. */
+    VfsDeviceOptions opts = { .handle = echo, .queues = 4,
+                              .thread_pool_size = size > 0 && (data[0] & 1) ? 2 : 0 };
     g_autoptr(VfsDevice) dev = vfs_device_new(&opts, NULL);
     int sv[2], memfd, kicks[64];
     guint nkicks = 0;
