@@ -52,7 +52,8 @@ struct BerthScheduler {
                   * scheduling fields */
     GCond done_cond;  /* a job was notified (berth_scheduler_wait) */
     GCond timer_cond; /* the earliest deadline changed, or the watchdog must stop */
-    GThreadPool *pool;
+    GThreadPool *pool;       /* MODIFY and DESTROY jobs */
+    GThreadPool *query_pool; /* QUERY jobs: never stuck behind modify jobs that wait on guests */
     BerthBus *bus;
     guint history_max;
     guint64 next_id;
@@ -275,10 +276,11 @@ static void
 push_to_pool(BerthScheduler *sched, BerthJob *job)
 {
     g_autoptr(GError) error = NULL;
+    GThreadPool *pool = job->kind == BERTH_JOB_QUERY ? sched->query_pool : sched->pool;
 
     /* Pushing to a pool of unlimited queue length fails only when a thread cannot be made;
      * the job then waits for a worker that exists. */
-    if (!g_thread_pool_push(sched->pool, berth_job_ref(job), &error)) {
+    if (!g_thread_pool_push(pool, berth_job_ref(job), &error)) {
         g_warning("job %" G_GUINT64_FORMAT ": %s", job->id, error->message);
     }
 }
@@ -557,6 +559,8 @@ berth_scheduler_new(guint max_workers, guint history, BerthBus *bus)
     sched->timed = g_ptr_array_new();
     /* Non-exclusive: idle threads are shared process-wide, none is made up front. */
     sched->pool = g_thread_pool_new(worker, sched, (gint) MAX(max_workers, 1), FALSE, NULL);
+    sched->query_pool = g_thread_pool_new(worker, sched, (gint) MAX(max_workers, 1), FALSE,
+                                          NULL);
     sched->watchdog = g_thread_new("berth-job-timer", watchdog, sched);
     return sched;
 }
@@ -587,6 +591,7 @@ berth_scheduler_free(BerthScheduler *sched)
     }
     /* Waits for running jobs; their finish takes sched->lock, so it is not held here. */
     g_thread_pool_free(sched->pool, FALSE, TRUE);
+    g_thread_pool_free(sched->query_pool, FALSE, TRUE);
     g_thread_join(sched->watchdog);
 
     g_queue_clear_full(&sched->history, (GDestroyNotify) berth_job_unref);

@@ -20,8 +20,10 @@ typedef enum {
 /* Called on @done_ctx (the main context) once the job has finished, whatever its state. */
 typedef void (*BerthJobDoneFunc)(BerthJob *job, gpointer data);
 
-/* A scheduler with at most @max_workers threads; it keeps the last @history finished jobs
- * for job.list/job.get. @bus (may be NULL) gets a "job-finished" event per finished job. */
+/* A scheduler with at most @max_workers threads for MODIFY and DESTROY jobs and as many again
+ * for QUERY jobs (so that queries never wait behind modify jobs blocked on guests, as libvirt's
+ * priority workers do); it keeps the last @history finished jobs for job.list/job.get. @bus
+ * (may be NULL, else it outlives the scheduler) gets a "job-finished" event per finished job. */
 BerthScheduler *berth_scheduler_new(guint max_workers, guint history, BerthBus *bus);
 /* Cancels queued jobs, waits for running ones, frees. Accepts NULL. */
 void berth_scheduler_free(BerthScheduler *sched);

@@ -218,6 +218,25 @@ test_query_beside_modify(void)
     latch_clear(&l);
 }
 
+/* With every worker held by a modify, a query still runs: it has workers of its own. */
+static void
+test_query_when_workers_busy(void)
+{
+    BerthScheduler *sched = berth_scheduler_new(1, 64, NULL);
+    Latch l;
+    guint64 m, q;
+
+    latch_init(&l);
+    m = submit(sched, BERTH_JOB_MODIFY, "web1", meet_job, &l);
+    q = submit(sched, BERTH_JOB_QUERY, "web2", meet_job, &l);
+    berth_scheduler_wait(sched, m);
+    berth_scheduler_wait(sched, q);
+    g_assert_cmpint(state_of(sched, m), ==, BERTH_JOB_COMPLETED);
+    g_assert_cmpint(state_of(sched, q), ==, BERTH_JOB_COMPLETED);
+    berth_scheduler_free(sched);
+    latch_clear(&l);
+}
+
 /* --- destroy, timeout, cancel ------------------------------------------------------------- */
 
 typedef struct {
@@ -690,6 +709,7 @@ main(int argc, char **argv)
     g_test_add_func("/core/jobs/serialize-per-object", test_serialize_per_object);
     g_test_add_func("/core/jobs/parallel-across-objects", test_parallel_across_objects);
     g_test_add_func("/core/jobs/query-beside-modify", test_query_beside_modify);
+    g_test_add_func("/core/jobs/query-when-workers-busy", test_query_when_workers_busy);
     g_test_add_func("/core/jobs/destroy-interrupts-modify", test_destroy_interrupts_modify);
     g_test_add_func("/core/jobs/timeout", test_timeout);
     g_test_add_func("/core/jobs/cancel-queued-and-running", test_cancel_queued_and_running);
