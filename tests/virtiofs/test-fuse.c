@@ -473,6 +473,54 @@ static void test_create_write_read(Fixture *f, gconstpointer data)
     g_assert_cmpint(st.st_mode & 07777, ==, 0644);
 }
 
+/* As root, files are created with the caller's uid and gid, and its permissions apply. */
+static void test_create_as_caller(Fixture *f, gconstpointer data)
+{
+    if (geteuid() != 0) {
+        g_test_skip("creating files as the caller's uid needs root");
+        return;
+    }
+    struct stat st;
+    g_autofree char *sub = host_path(f, "open");
+    g_assert_cmpint(g_mkdir(sub, 0777), ==, 0);
+    g_assert_cmpint(chmod(sub, 0777), ==, 0);
+    g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+    gint64 open_dir = do_lookup(f, FUSE_ROOT_ID, "open", NULL);
+    g_assert_cmpint(open_dir, >, 0);
+
+    struct fuse_create_in in = { .flags = O_WRONLY, .mode = S_IFREG | 0640 };
+    GByteArray *b = req_new(f, FUSE_CREATE, (guint64)open_dir);
+    ((struct fuse_in_header *)b->data)->uid = 4321;
+    ((struct fuse_in_header *)b->data)->gid = 8765;
+    req_add(b, &in, sizeof(in));
+    req_str(b, "mine");
+    g_assert_cmpint(reply_check(f, req_send(f, b)), ==, 0);
+    const struct fuse_entry_out *e = reply_body(f);
+    g_assert_cmpuint(e->attr.uid, ==, 4321);
+    g_assert_cmpuint(e->attr.gid, ==, 8765);
+    guint64 fh = ((const struct fuse_open_out *)(e + 1))->fh;
+    g_assert_cmpint(do_release(f, FUSE_RELEASE, e->nodeid, fh), ==, 0);
+    g_autofree char *mine = host_path(f, "open/mine");
+    g_assert_cmpint(stat(mine, &st), ==, 0);
+    g_assert_cmpuint(st.st_uid, ==, 4321);
+    g_assert_cmpuint(st.st_gid, ==, 8765);
+    g_assert_cmpint(st.st_mode & 07777, ==, 0640);
+
+    /* The same caller may not create in the root-owned 0755 share root. */
+    struct fuse_mkdir_in min = { .mode = 0755 };
+    b = req_new(f, FUSE_MKDIR, FUSE_ROOT_ID);
+    ((struct fuse_in_header *)b->data)->uid = 4321;
+    ((struct fuse_in_header *)b->data)->gid = 8765;
+    req_add(b, &min, sizeof(min));
+    req_str(b, "nope");
+    g_assert_cmpint(reply_check(f, req_send(f, b)), ==, -EACCES);
+    /* And this thread is root again afterwards. */
+    g_assert_cmpint(do_mkdir(f, FUSE_ROOT_ID, "yes"), >, 0);
+    g_autofree char *yes = host_path(f, "yes");
+    g_assert_cmpint(stat(yes, &st), ==, 0);
+    g_assert_cmpuint(st.st_uid, ==, 0);
+}
+
 static void test_write_size_checks(Fixture *f, gconstpointer data)
 {
     guint64 node, fh;
@@ -1205,6 +1253,7 @@ int main(int argc, char **argv)
     ADD("/virtiofs/fuse/lookup-getattr", test_lookup_getattr);
     ADD("/virtiofs/fuse/names-refused", test_names_refused);
     ADD("/virtiofs/fuse/create-write-read", test_create_write_read);
+    ADD("/virtiofs/fuse/create-as-caller", test_create_as_caller);
     ADD("/virtiofs/fuse/write-size-checks", test_write_size_checks);
     ADD("/virtiofs/fuse/split-lookup-every-offset", test_split_lookup);
     ADD("/virtiofs/fuse/split-write-read-every-offset", test_split_write_read);
