@@ -2,6 +2,7 @@
 #include "device.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <gio/gio.h>
 #include <poll.h>
 #include <string.h>
@@ -559,6 +560,12 @@ static gboolean handle_vring_fd(VfsDevice *dev, VhostUserMsg *msg, GError **erro
     }
     if (!(v & VHOST_USER_VRING_NOFD_MASK)) {
         fd = vhost_user_msg_steal_fd(msg, 0);
+        /* A queue thread must never block on a notifier that is not an eventfd. */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            close(fd);
+            return msg_fail(error, msg, "the fd cannot be made non-blocking");
+        }
     }
     switch (msg->hdr.request) {
     case VHOST_USER_SET_VRING_KICK:
