@@ -338,6 +338,48 @@ quick_job(BerthJob *job, gpointer data, GError **error)
     return TRUE;
 }
 
+static gboolean
+never_job(BerthJob *job, gpointer data, GError **error)
+{
+    g_atomic_int_inc(&((Scene *) data)->ran_queued);
+    return TRUE;
+}
+
+static gboolean
+gate_job(BerthJob *job, gpointer data, GError **error)
+{
+    return latch_wait(data, 1);
+}
+
+/* A modify that a destroy finds still waiting for a worker never runs. */
+static void
+test_destroy_cancels_modify_not_started(void)
+{
+    BerthScheduler *sched = berth_scheduler_new(1, 64, NULL);
+    Scene s;
+    Latch gate;
+    guint64 busy, m, d;
+
+    scene_init(&s);
+    latch_init(&gate);
+    busy = submit(sched, BERTH_JOB_MODIFY, "web1", gate_job, &gate); /* holds the one worker */
+    m = submit(sched, BERTH_JOB_MODIFY, "web2", never_job, &s);
+    d = submit(sched, BERTH_JOB_DESTROY, "web2", destroy_job, &s);
+    g_assert_cmpint(state_of(sched, m), ==, BERTH_JOB_QUEUED);
+    latch_arrive(&gate);
+    berth_scheduler_wait(sched, busy);
+    berth_scheduler_wait(sched, m);
+    berth_scheduler_wait(sched, d);
+    g_assert_cmpint(state_of(sched, busy), ==, BERTH_JOB_COMPLETED);
+    g_assert_cmpint(state_of(sched, m), ==, BERTH_JOB_CANCELLED);
+    g_assert_cmpint(state_of(sched, d), ==, BERTH_JOB_COMPLETED);
+    g_assert_cmpint(g_atomic_int_get(&s.ran_queued), ==, 0);
+    g_assert_cmpstr(s.log->str, ==, "destroy;");
+    berth_scheduler_free(sched);
+    latch_clear(&gate);
+    scene_clear(&s);
+}
+
 static void
 test_timeout(void)
 {
@@ -377,23 +419,10 @@ test_timeout(void)
     scene_clear(&s);
 }
 
-static gboolean
-never_job(BerthJob *job, gpointer data, GError **error)
-{
-    g_atomic_int_inc(&((Scene *) data)->ran_queued);
-    return TRUE;
-}
-
 static void
 count_free(gpointer data)
 {
     g_atomic_int_inc(&((Scene *) data)->freed);
-}
-
-static gboolean
-gate_job(BerthJob *job, gpointer data, GError **error)
-{
-    return latch_wait(data, 1);
 }
 
 static void
@@ -711,6 +740,8 @@ main(int argc, char **argv)
     g_test_add_func("/core/jobs/query-beside-modify", test_query_beside_modify);
     g_test_add_func("/core/jobs/query-when-workers-busy", test_query_when_workers_busy);
     g_test_add_func("/core/jobs/destroy-interrupts-modify", test_destroy_interrupts_modify);
+    g_test_add_func("/core/jobs/destroy-cancels-modify-not-started",
+                    test_destroy_cancels_modify_not_started);
     g_test_add_func("/core/jobs/timeout", test_timeout);
     g_test_add_func("/core/jobs/cancel-queued-and-running", test_cancel_queued_and_running);
     g_test_add_func("/core/jobs/list-lookup-history", test_list_lookup_history);
