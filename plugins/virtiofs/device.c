@@ -208,7 +208,8 @@ static gpointer queue_thread(gpointer data)
             g_warning("virtqueue %u: the kick fd failed; waiting for the front-end", q->index);
             pfd[1].fd = -1;
         } else if (pfd[1].revents & POLLIN) {
-            if (read(q->kick_fd, &v, sizeof(v)) != sizeof(v) && errno != EAGAIN) {
+            ssize_t n = read(q->kick_fd, &v, sizeof(v));
+            if (n != sizeof(v) && !(n < 0 && errno == EAGAIN)) {
                 g_warning("virtqueue %u: the kick fd is not an eventfd", q->index);
                 pfd[1].fd = -1;
             }

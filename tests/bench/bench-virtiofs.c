@@ -16,7 +16,8 @@
 #define FILE_SIZE (64 * 1024 * 1024)
 #define MAX_INFLIGHT 8
 #define SLOT_SIZE (2 * 1024 * 1024 + 256 * 1024)
-#define RQ 1 /* the request queue (0 is hiprio) */
+#define RQ 1     /* the first request queue (0 is hiprio) */
+#define MAX_RQ 4 /* request queues for the multiqueue lines */
 #define PAGE 4096
 
 typedef enum {
@@ -40,6 +41,7 @@ typedef struct {
     guint64 data;  /* WRITE payload, READ destination */
     guint64 reply; /* reply header and arguments */
     guint64 table; /* indirect table */
+    guint q;       /* the request queue it uses */
     int head;
     guint phase;
     guint64 n;
@@ -63,7 +65,8 @@ typedef struct {
     guint32 max_write;
     char prefix;
     Slot slots[MAX_INFLIGHT];
-    Slot *by_head[1024];
+    Slot *by_head[1 + MAX_RQ][1024];
+    guint nrq; /* request queues set up */
     guint errors;
 } Backend;
 
@@ -109,9 +112,9 @@ static void submit(Backend *b, Slot *s, gsize req_len, guint32 wdata, guint32 re
     for (guint32 off = 0; off < rdata; off += PAGE) {
         bufs[n++] = (VfsFeBuf){ s->data + off, MIN(PAGE, rdata - off), TRUE };
     }
-    s->head = vfs_fe_submit_at(b->fe, RQ, bufs, n, n > 1 ? s->table : 0);
+    s->head = vfs_fe_submit_at(b->fe, s->q, bufs, n, n > 1 ? s->table : 0);
     g_assert(s->head >= 0 && s->head < 1024);
-    b->by_head[s->head] = s;
+    b->by_head[s->q][s->head] = s;
 }
 
 static void slot_name(Backend *b, Slot *s, char *buf, gsize len)
@@ -168,8 +171,8 @@ static void slot_submit(Backend *b, Slot *s, Stream st)
             struct fuse_forget_in in = { .nlookup = 1 };
             VfsFeBuf buf = { s->req, build(b, s, FUSE_FORGET, s->node, &in, sizeof(in), NULL),
                              FALSE };
-            s->head = vfs_fe_submit_at(b->fe, RQ, &buf, 1, 0);
-            b->by_head[s->head] = s;
+            s->head = vfs_fe_submit_at(b->fe, s->q, &buf, 1, 0);
+            b->by_head[s->q][s->head] = s;
         }
         break;
     }
@@ -212,7 +215,15 @@ typedef struct {
     double mib;
 } Result;
 
-static Result run_line(Backend *b, Stream st, guint inflight)
+static void kick_all(Backend *b, guint nrq)
+{
+    for (guint q = RQ; q < RQ + nrq; q++) {
+        vfs_fe_kick(b->fe, q);
+    }
+}
+
+/* Runs one stream with @inflight requests spread over @nrq request queues. */
+static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
 {
     gint64 t0 = g_get_monotonic_time();
     gint64 warm = t0 + 200000, end = warm + (gint64)(opt_seconds * 1e6);
@@ -222,13 +233,15 @@ static Result run_line(Backend *b, Stream st, guint inflight)
     gint64 start = warm;
 
     for (guint i = 0; i < inflight; i++) {
+        b->slots[i].q = RQ + i % nrq;
         slot_submit(b, &b->slots[i], st);
         outstanding++;
     }
-    vfs_fe_kick(b->fe, RQ);
+    kick_all(b, nrq);
     while (outstanding > 0) {
         VfsFeUsed u;
-        if (!vfs_fe_wait_used(b->fe, RQ, &u, 10000)) {
+        guint qi;
+        if (!vfs_fe_wait_any(b->fe, RQ, nrq, &qi, &u, 10000)) {
             g_printerr("%s: no completion within 10 s on %s\n", b->name, stream_names[st]);
             exit(1);
         }
@@ -239,8 +252,8 @@ static Result run_line(Backend *b, Stream st, guint inflight)
             done = 0;
         }
         gboolean stop = now >= end;
-        do {
-            Slot *s = b->by_head[u.id];
+        for (;;) {
+            Slot *s = b->by_head[qi][u.id];
             outstanding--;
             if (slot_done(b, s, st, u.len)) {
                 done++;
@@ -249,8 +262,18 @@ static Result run_line(Backend *b, Stream st, guint inflight)
                 slot_submit(b, s, st);
                 outstanding++;
             }
-        } while (vfs_fe_poll_used(b->fe, RQ, &u));
-        vfs_fe_kick(b->fe, RQ);
+            gboolean more = FALSE;
+            for (guint q = RQ; q < RQ + nrq && !more; q++) {
+                if (vfs_fe_poll_used(b->fe, q, &u)) {
+                    qi = q;
+                    more = TRUE;
+                }
+            }
+            if (!more) {
+                break;
+            }
+        }
+        kick_all(b, nrq);
     }
     double secs = (g_get_monotonic_time() - start) / 1e6;
     double size = st == ST_READ_4K || st == ST_WRITE_4K ? 4096
@@ -267,6 +290,7 @@ static guint64 one_call(Backend *b, guint32 op, guint64 node, const void *arg, g
 {
     Slot *s = &b->slots[0];
     VfsFeUsed u;
+    s->q = RQ;
     struct fuse_out_header oh;
     submit(b, s, build(b, s, op, node, arg, alen, name), 0, reply_args, 0);
     vfs_fe_kick(b->fe, RQ);
@@ -324,7 +348,7 @@ static void backend_start(Backend *b, const char *shared)
         g_usleep(10000);
     }
     b->fe = vfs_fe_connect(b->sock, GUEST_MEM, &error);
-    VfsFeSetup setup = { .nqueues = 2, .qsize = 1024 };
+    VfsFeSetup setup = { .nqueues = 1 + b->nrq, .qsize = 1024 };
     if (!b->fe || !vfs_fe_setup(b->fe, &setup, &error)) {
         g_printerr("cannot set up %s: %s\n", b->name, error->message);
         exit(1);
@@ -469,10 +493,11 @@ int main(int argc, char **argv)
            "virtiofsd MiB/s |\n|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     for (guint p = 0; p < G_N_ELEMENTS(pools); p++) {
+        /* Debian's virtiofsd has one request queue; berth-virtiofsd gets several. */
         Backend bb = { .name = "berth-virtiofsd", .path = opt_berth, .pool = pools[p],
-                       .prefix = 'b' };
+                       .prefix = 'b', .nrq = MAX_RQ };
         Backend vb = { .name = "virtiofsd", .path = opt_virtiofsd, .pool = pools[p],
-                       .prefix = 'v' };
+                       .prefix = 'v', .nrq = 1 };
         backend_start(&bb, shared);
         if (with_virtiofsd) {
             backend_start(&vb, shared);
@@ -486,11 +511,11 @@ int main(int argc, char **argv)
                 guint runs = CLAMP(opt_runs, 1, 16);
                 for (guint r = 0; r < runs; r++) {
                     /* Interleaved, so that both see the same machine. */
-                    Result x = run_line(&bb, st, inflights[f]);
+                    Result x = run_line(&bb, st, inflights[f], 1);
                     bo[r] = x.ops;
                     bm[r] = x.mib;
                     if (with_virtiofsd) {
-                        Result y = run_line(&vb, st, inflights[f]);
+                        Result y = run_line(&vb, st, inflights[f], 1);
                         vo[r] = y.ops;
                         vm[r] = y.mib;
                     }
@@ -507,6 +532,24 @@ int main(int argc, char **argv)
                 }
                 fflush(stdout);
             }
+        }
+        /* Several request queues: berth-virtiofsd alone (virtiofsd has one). */
+        for (guint st = 0; st < ST_LAST; st++) {
+            if ((st != ST_READ_4K && st != ST_GETATTR) ||
+                (opt_streams && !strstr(stream_names[st], opt_streams))) {
+                continue;
+            }
+            double bo[16], bm[16];
+            guint runs = CLAMP(opt_runs, 1, 16);
+            for (guint r = 0; r < runs; r++) {
+                Result x = run_line(&bb, st, MAX_INFLIGHT, MAX_RQ);
+                bo[r] = x.ops;
+                bm[r] = x.mib;
+            }
+            printf("| %s, %u queues | %u | %u | %.0f | (1 queue only) | - | %.1f | - |\n",
+                   stream_names[st], MAX_RQ, MAX_INFLIGHT, pools[p], median(bo, runs),
+                   median(bm, runs));
+            fflush(stdout);
         }
         backend_stop(&bb);
         if (with_virtiofsd) {

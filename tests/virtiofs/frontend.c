@@ -686,6 +686,45 @@ gboolean vfs_fe_wait_used(VfsFe *fe, guint qi, VfsFeUsed *used, guint timeout_ms
     }
 }
 
+gboolean vfs_fe_wait_any(VfsFe *fe, guint first, guint n, guint *qi, VfsFeUsed *used,
+                         guint timeout_ms)
+{
+    struct pollfd pfd[VFS_FE_MAX_QUEUES];
+    gint64 end = g_get_monotonic_time() + timeout_ms * 1000ll;
+
+    g_assert(first + n <= VFS_FE_MAX_QUEUES);
+    for (;;) {
+        for (guint pass = 0; pass < 2; pass++) {
+            for (guint i = first; i < first + n; i++) {
+                if (vfs_fe_poll_used(fe, i, used)) {
+                    *qi = i;
+                    return TRUE;
+                }
+                if (pass == 0 &&
+                    (fe->features & (G_GUINT64_CONSTANT(1) << VIRTIO_RING_F_EVENT_IDX))) {
+                    __atomic_store_n(&fe->q[i].avail->ring[fe->qsize], fe->q[i].last_used,
+                                     __ATOMIC_RELAXED);
+                }
+            }
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        }
+        gint64 left = (end - g_get_monotonic_time()) / 1000;
+        if (left <= 0) {
+            return FALSE;
+        }
+        for (guint i = 0; i < n; i++) {
+            pfd[i] = (struct pollfd){ .fd = fe->q[first + i].call, .events = POLLIN };
+        }
+        poll(pfd, n, left);
+        for (guint i = 0; i < n; i++) {
+            if (pfd[i].revents) {
+                eventfd_t v;
+                eventfd_read(pfd[i].fd, &v);
+            }
+        }
+    }
+}
+
 gsize vfs_fe_fuse_build(guint8 *buf, guint32 opcode, guint64 nodeid, guint64 unique,
                         const void *arg, guint32 arg_len, const void *data, guint32 data_len)
 {

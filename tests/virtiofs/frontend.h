@@ -84,6 +84,9 @@ int vfs_fe_submit_split(VfsFe *fe, guint q, guint64 req_gpa, const void *req, gu
 void vfs_fe_kick(VfsFe *fe, guint q);
 /* Waits for the next used entry of @q; FALSE on timeout. Frees the chain's descriptors. */
 gboolean vfs_fe_wait_used(VfsFe *fe, guint q, VfsFeUsed *used, guint timeout_ms);
+/* Waits for a used entry on any of queues @first..@first+@n-1; *@qi says which. */
+gboolean vfs_fe_wait_any(VfsFe *fe, guint first, guint n, guint *qi, VfsFeUsed *used,
+                         guint timeout_ms);
 /* Takes the next used entry if there is one. */
 gboolean vfs_fe_poll_used(VfsFe *fe, guint q, VfsFeUsed *used);
 /* Entries in the used ring that vfs_fe_*_used has not taken yet. */
