@@ -25,6 +25,13 @@ enum {
  * futex wake-up. */
 #define SUB_SPINS 64
 
+/* See berth_bus_publish: how far back a publisher's clock read may be and still count as late
+ * rather than as a clock step. */
+#define CLOCK_STEP_US G_USEC_PER_SEC
+
+/* The longest subscriber queue (its ring of pointers is allocated up front). */
+#define SUB_MAX_QUEUE (1u << 24)
+
 struct BerthBusSub {
     gint ref; /* atomic: the subscription, and publishers about to wake its consumer */
     BerthBus *bus;
@@ -365,13 +372,18 @@ berth_bus_publish(BerthBus *bus, const BerthEvent *event)
     g_return_val_if_fail(event->object_kind && event->object_name && event->type, 0);
 
     /* Copy and read the clock outside the lock: the critical section only orders and hands
-     * out pointers. Timestamps are made non-decreasing in seq order under the lock. */
+     * out pointers. Under the lock, a time slightly older than the last event's (a publisher
+     * preempted between its clock read and the lock) is raised to it, so that timestamps do not
+     * go back in seq order; a step back of the clock itself (NTP) beyond CLOCK_STEP_US is
+     * shown as it is rather than freezing timestamps until the clock catches up. */
     ev = bus_event_new(event);
     now = g_get_real_time();
     wl.n = 0;
     bus_lock(bus);
     seq = ++bus->seq;
-    bus->last_time = MAX(bus->last_time, now);
+    if (now >= bus->last_time || bus->last_time - now > CLOCK_STEP_US) {
+        bus->last_time = now;
+    }
     ev->pub.seq = seq;
     ev->pub.timestamp_us = bus->last_time;
     nsubs = bus->subs->len;
@@ -410,7 +422,7 @@ berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *miss
     guint slots;
 
     g_return_val_if_fail(bus, NULL);
-    queue_len = MAX(queue_len, 1);
+    queue_len = CLAMP(queue_len, 1, SUB_MAX_QUEUE);
     slots = 1u << g_bit_storage(queue_len); /* > queue_len: room for a marker */
 
     sub = g_new0(BerthBusSub, 1);
