@@ -5,6 +5,7 @@
 #include <glib.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -213,7 +214,43 @@ static gboolean slot_done(Backend *b, Slot *s, Stream st, guint32 len)
 typedef struct {
     double ops;
     double mib;
+    double cpu_us; /* the backend's CPU time (all threads, user + system) per operation */
 } Result;
+
+/* CPU time of process @pid and its descendants so far, in microseconds (from /proc): Debian's
+ * virtiofsd does its work in a child it forks into its sandbox. */
+static double proc_cpu_us(GPid pid)
+{
+    double children = 0;
+    g_autofree char *tdir = g_strdup_printf("/proc/%d/task", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(tdir, 0, NULL);
+    const char *tid;
+    while (d && (tid = g_dir_read_name(d))) {
+        g_autofree char *cpath = g_strdup_printf("%s/%s/children", tdir, tid);
+        g_autofree char *list = NULL;
+        if (g_file_get_contents(cpath, &list, NULL, NULL)) {
+            g_auto(GStrv) pids = g_strsplit(g_strstrip(list), " ", 0);
+            for (guint i = 0; pids[i]; i++) {
+                if (*pids[i]) {
+                    children += proc_cpu_us(atoi(pids[i]));
+                }
+            }
+        }
+    }
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return children;
+    }
+    /* Fields after the command name, which ends with the last ')': utime is the 14th. */
+    char *p = strrchr(text, ')');
+    g_auto(GStrv) f = g_strsplit(p ? p + 2 : text, " ", 0);
+    if (g_strv_length(f) < 13) {
+        return children;
+    }
+    double ticks = g_ascii_strtod(f[11], NULL) + g_ascii_strtod(f[12], NULL);
+    return children + ticks * 1e6 / sysconf(_SC_CLK_TCK);
+}
 
 static void kick_all(Backend *b, guint nrq)
 {
@@ -231,6 +268,7 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
     guint outstanding = 0;
     gboolean counting = FALSE;
     gint64 start = warm;
+    double cpu0 = 0;
 
     for (guint i = 0; i < inflight; i++) {
         b->slots[i].q = RQ + i % nrq;
@@ -250,6 +288,7 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
             counting = TRUE;
             start = now;
             done = 0;
+            cpu0 = proc_cpu_us(b->pid);
         }
         gboolean stop = now >= end;
         for (;;) {
@@ -276,11 +315,12 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
         kick_all(b, nrq);
     }
     double secs = (g_get_monotonic_time() - start) / 1e6;
+    double cpu = proc_cpu_us(b->pid) - cpu0;
     double size = st == ST_READ_4K || st == ST_WRITE_4K ? 4096
                   : st == ST_READ_1M ? 1 << 20
                   : st == ST_WRITE_1M ? MIN(1 << 20, b->max_write) : 0;
     vfs_fe_alloc_reset(b->fe);
-    return (Result){ done / secs, done * size / secs / (1 << 20) };
+    return (Result){ done / secs, done * size / secs / (1 << 20), done ? cpu / done : 0 };
 }
 
 /* ---- backends ---- */
@@ -490,7 +530,8 @@ int main(int argc, char **argv)
     make_file(shared, "w-virtiofsd");
 
     printf("| stream | in flight | pool | berth ops/s | virtiofsd ops/s | ratio | berth MiB/s | "
-           "virtiofsd MiB/s |\n|---|---|---|---|---|---|---|---|\n");
+           "virtiofsd MiB/s | berth CPU us/op | virtiofsd CPU us/op |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     for (guint p = 0; p < G_N_ELEMENTS(pools); p++) {
         /* Debian's virtiofsd has one request queue; berth-virtiofsd gets several. */
@@ -507,28 +548,32 @@ int main(int argc, char **argv)
                 continue;
             }
             for (guint f = 0; f < G_N_ELEMENTS(inflights); f++) {
-                double bo[16], vo[16], bm[16], vm[16];
+                double bo[16], vo[16], bm[16], vm[16], bc[16], vc[16];
                 guint runs = CLAMP(opt_runs, 1, 16);
                 for (guint r = 0; r < runs; r++) {
                     /* Interleaved, so that both see the same machine. */
                     Result x = run_line(&bb, st, inflights[f], 1);
                     bo[r] = x.ops;
                     bm[r] = x.mib;
+                    bc[r] = x.cpu_us;
                     if (with_virtiofsd) {
                         Result y = run_line(&vb, st, inflights[f], 1);
                         vo[r] = y.ops;
                         vm[r] = y.mib;
+                        vc[r] = y.cpu_us;
                     }
                 }
                 double b_ops = median(bo, runs), b_mib = median(bm, runs);
+                double b_cpu = median(bc, runs);
                 if (with_virtiofsd) {
                     double v_ops = median(vo, runs), v_mib = median(vm, runs);
-                    printf("| %s | %u | %u | %.0f | %.0f | %.2f | %.1f | %.1f |\n",
+                    double v_cpu = median(vc, runs);
+                    printf("| %s | %u | %u | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %.1f |\n",
                            stream_names[st], inflights[f], pools[p], b_ops, v_ops,
-                           b_ops / v_ops, b_mib, v_mib);
+                           b_ops / v_ops, b_mib, v_mib, b_cpu, v_cpu);
                 } else {
-                    printf("| %s | %u | %u | %.0f | - | - | %.1f | - |\n", stream_names[st],
-                           inflights[f], pools[p], b_ops, b_mib);
+                    printf("| %s | %u | %u | %.0f | - | - | %.1f | - | %.1f | - |\n",
+                           stream_names[st], inflights[f], pools[p], b_ops, b_mib, b_cpu);
                 }
                 fflush(stdout);
             }
@@ -539,16 +584,17 @@ int main(int argc, char **argv)
                 (opt_streams && !strstr(stream_names[st], opt_streams))) {
                 continue;
             }
-            double bo[16], bm[16];
+            double bo[16], bm[16], bc[16];
             guint runs = CLAMP(opt_runs, 1, 16);
             for (guint r = 0; r < runs; r++) {
                 Result x = run_line(&bb, st, MAX_INFLIGHT, MAX_RQ);
                 bo[r] = x.ops;
                 bm[r] = x.mib;
+                bc[r] = x.cpu_us;
             }
-            printf("| %s, %u queues | %u | %u | %.0f | (1 queue only) | - | %.1f | - |\n",
-                   stream_names[st], MAX_RQ, MAX_INFLIGHT, pools[p], median(bo, runs),
-                   median(bm, runs));
+            printf("| %s, %u queues | %u | %u | %.0f | (1 queue only) | - | %.1f | - | %.1f "
+                   "| - |\n", stream_names[st], MAX_RQ, MAX_INFLIGHT, pools[p],
+                   median(bo, runs), median(bm, runs), median(bc, runs));
             fflush(stdout);
         }
         backend_stop(&bb);
