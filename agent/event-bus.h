@@ -24,9 +24,9 @@ guint64 berth_bus_last_seq(BerthBus *bus);
 
 /*
  * Subscribes with a queue of @queue_len events (clamped to 1 .. 16777216). @since: 0 = only
- * events published from now on; N > 0 = first replay, from the ring, every event with seq > N. When the ring no longer holds
- * all of them, *@missed (may be NULL) is set to how many are gone and the first event the
- * subscriber pops is an "events-lost" marker with that count.
+ * events published from now on; N > 0 = first replay, from the ring, every event with
+ * seq > N. When the ring no longer holds all of them, *@missed (may be NULL) is set to how many
+ * are gone and the first event the subscriber pops is an "events-lost" marker with that count.
  */
 BerthBusSub *berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *missed);
 /* Removes the subscription and frees it (queued events are dropped). Accepts NULL. */
