@@ -41,7 +41,7 @@ typedef struct {
     GThread *thread;
     int wake_fd; /* eventfd: the message thread wakes the queue thread (stop, enable) */
     gint stop;   /* atomic */
-    guint inflight; /* requests of this queue in the pool; under dev->inflight_lock */
+    gint inflight; /* atomic: requests of this queue in the pool (see queue_stop) */
 } VfsQueue;
 
 typedef struct {
@@ -62,7 +62,7 @@ struct VfsDevice {
     VfsQueue *queues;
     guint nqueues;
     GThreadPool *pool;
-    /* Counts of pooled requests per queue (VfsQueue.inflight). */
+    /* With inflight_cond: waiting for VfsQueue.inflight to drop to 0. */
     GMutex inflight_lock;
     GCond inflight_cond;
     /* The connection: @sock is closed by the message loop and shut down by vfs_device_stop. */
@@ -120,11 +120,12 @@ static void pool_run(gpointer data, gpointer user_data)
     g_free(r->elem);
     g_free(r);
 
-    g_mutex_lock(&dev->inflight_lock);
-    if (--q->inflight == 0) {
+    /* The lock orders the wake-up after a waiter's check in queue_stop(). */
+    if (g_atomic_int_dec_and_test(&q->inflight)) {
+        g_mutex_lock(&dev->inflight_lock);
         g_cond_broadcast(&dev->inflight_cond);
+        g_mutex_unlock(&dev->inflight_lock);
     }
-    g_mutex_unlock(&dev->inflight_lock);
 }
 
 static void queue_mark_broken(VfsQueue *q, const GError *err, int bad_head)
@@ -163,9 +164,7 @@ static void queue_process(VfsQueue *q)
             r->q = q;
             r->mem = vfs_guest_mem_ref(dev->mem);
             r->elem = elem;
-            g_mutex_lock(&dev->inflight_lock);
-            q->inflight++;
-            g_mutex_unlock(&dev->inflight_lock);
+            g_atomic_int_inc(&q->inflight);
             g_thread_pool_push(dev->pool, r, NULL);
             continue;
         }
@@ -233,7 +232,7 @@ static void queue_stop(VfsQueue *q)
         q->thread = NULL;
     }
     g_mutex_lock(&dev->inflight_lock);
-    while (q->inflight > 0) {
+    while (g_atomic_int_get(&q->inflight) > 0) {
         g_cond_wait(&dev->inflight_cond, &dev->inflight_lock);
     }
     g_mutex_unlock(&dev->inflight_lock);
