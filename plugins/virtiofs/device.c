@@ -318,9 +318,14 @@ VfsDevice *vfs_device_new(const VfsDeviceOptions *opts, GError **error)
         }
     }
     if (opts->thread_pool_size > 0) {
-        /* Exclusive: the threads live as long as the device; a shared pool would end idle ones
-         * and start new ones under bursty load. */
-        dev->pool = g_thread_pool_new(pool_run, dev, opts->thread_pool_size, TRUE, error);
+        /* Shared threads, not exclusive ones: those exit on their own after the pool is freed,
+         * unjoined. GLib ends idle shared threads beyond max-unused (2 by default) and starts
+         * new ones at the next burst: keep as many idle as this pool may use. */
+        gint unused = g_thread_pool_get_max_unused_threads();
+        if (unused >= 0 && (guint)unused < opts->thread_pool_size) {
+            g_thread_pool_set_max_unused_threads(opts->thread_pool_size);
+        }
+        dev->pool = g_thread_pool_new(pool_run, dev, opts->thread_pool_size, FALSE, error);
         if (!dev->pool) {
             return NULL;
         }

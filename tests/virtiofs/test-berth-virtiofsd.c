@@ -94,7 +94,9 @@ static guint32 fuse(VfsFe *fe, guint32 op, guint64 node, const void *arg, guint3
     guint8 req[512];
     guint8 argbuf[256];
     gsize nlen = name ? strlen(name) + 1 : 0;
-    memcpy(argbuf, arg, alen);
+    if (alen) {
+        memcpy(argbuf, arg, alen);
+    }
     if (name) {
         memcpy(argbuf + alen, name, nlen);
     }
