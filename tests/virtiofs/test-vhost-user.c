@@ -1,6 +1,8 @@
 /* The vhost-user protocol handlers: features, acks, refusals, fds, memory tables, the socket lock. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <sys/stat.h>
 #include <gio/gio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -400,6 +402,16 @@ static void test_socket_lock(void)
     g_file_set_contents(path, "", 0, NULL);
     fd1 = vhost_user_listen(path, NULL, &lock1, &error);
     g_assert_no_error(error);
+    vhost_user_unlisten(path, fd1, lock1);
+    /* --socket-group: the group gets the socket, mode 0660. */
+    struct group *gr = getgrgid(getegid());
+    g_assert_nonnull(gr);
+    fd1 = vhost_user_listen(path, gr->gr_name, &lock1, &error);
+    g_assert_no_error(error);
+    struct stat st;
+    g_assert_cmpint(stat(path, &st), ==, 0);
+    g_assert_cmpuint(st.st_gid, ==, getegid());
+    g_assert_cmpuint(st.st_mode & 0777, ==, 0660);
     vhost_user_unlisten(path, fd1, lock1);
     g_assert_cmpint(vhost_user_listen(path, "no-such-group-here", &lock1, &error), ==, -1);
     g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
