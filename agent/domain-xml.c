@@ -18,6 +18,7 @@
 #define MAX_TEXT_LEN 4096
 #define MAX_BOOT_DEVS 4
 #define MAX_REPORTED 32
+#define MAX_ATTRIBUTES 64 /* per start tag, namespace declarations included */
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(xmlDoc, xmlFreeDoc)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(xmlParserCtxt, xmlFreeParserCtxt)
@@ -1862,53 +1863,63 @@ check_devices(BerthDomainDef *def, GError **error)
 /* ---------------------------------------------------------------------------------------- */
 /* Unsupported elements and attributes */
 
+/* The unsupported nodes found so far: all are counted, the first MAX_REPORTED named. Naming
+ * one costs a walk over its siblings, so a document with 200,000 of them stays linear. */
+typedef struct {
+    GPtrArray *paths;
+    guint count;
+} Unsupported;
+
 static void
-collect_unsupported(xmlNode *node, GPtrArray *paths)
+report(Unsupported *u, const xmlNode *node, const char *suffix)
+{
+    GString *s;
+
+    if (u->count++ >= MAX_REPORTED) {
+        return;
+    }
+    s = g_string_new(NULL);
+    append_path(s, node);
+    g_string_append(s, suffix);
+    g_ptr_array_add(u->paths, g_string_free(s, FALSE));
+}
+
+static void
+collect_unsupported(xmlNode *node, Unsupported *u)
 {
     gboolean text_reported = FALSE;
 
     for (xmlAttr *a = node->properties; a; a = a->next) {
         if (!a->_private) {
-            GString *s = g_string_new(NULL);
+            g_autoptr(GString) suffix = g_string_new("/@");
 
-            append_path(s, node);
-            g_string_append(s, "/@");
-            append_qname(s, a->ns, a->name);
-            g_ptr_array_add(paths, g_string_free(s, FALSE));
+            append_qname(suffix, a->ns, a->name);
+            report(u, node, suffix->str);
         }
     }
     for (xmlNode *c = node->children; c; c = c->next) {
         switch (c->type) {
         case XML_ELEMENT_NODE:
             if (!c->_private) {
-                g_ptr_array_add(paths, node_path(c));
+                report(u, c, "");
             } else if (GPOINTER_TO_INT(c->_private) != SEEN_SUBTREE) {
-                collect_unsupported(c, paths);
+                collect_unsupported(c, u);
             }
             break;
         case XML_TEXT_NODE:
         case XML_CDATA_SECTION_NODE:
-            if (GPOINTER_TO_INT(node->_private) != SEEN_TEXT &&
-                !is_blank((const char *) c->content) && !text_reported) {
-                GString *s = g_string_new(NULL);
-
-                append_path(s, node);
-                g_string_append(s, "/text()");
-                g_ptr_array_add(paths, g_string_free(s, FALSE));
+            if (GPOINTER_TO_INT(node->_private) != SEEN_TEXT && !text_reported &&
+                !is_blank((const char *) c->content)) {
+                report(u, node, "/text()");
                 text_reported = TRUE;
             }
             break;
         case XML_COMMENT_NODE:
         case XML_PI_NODE:
             break;
-        default: {
-            GString *s = g_string_new(NULL);
-
-            append_path(s, node);
-            g_string_append_printf(s, "/node()[type %d]", (int) c->type);
-            g_ptr_array_add(paths, g_string_free(s, FALSE));
+        default:
+            report(u, node, "/node()");
             break;
-        }
         }
     }
 }
@@ -1918,19 +1929,20 @@ check_unsupported(xmlNode *root, GError **error)
 {
     g_autoptr(GPtrArray) paths = g_ptr_array_new_with_free_func(g_free);
     g_autoptr(GString) list = g_string_new(NULL);
+    Unsupported u = {paths, 0};
 
-    collect_unsupported(root, paths);
-    if (paths->len == 0) {
+    collect_unsupported(root, &u);
+    if (u.count == 0) {
         return TRUE;
     }
-    for (guint i = 0; i < paths->len && i < MAX_REPORTED; i++) {
+    for (guint i = 0; i < paths->len; i++) {
         g_string_append_printf(list, "%s%s", i ? ", " : "", (const char *) paths->pdata[i]);
     }
-    if (paths->len > MAX_REPORTED) {
-        g_string_append_printf(list, " and %u more", paths->len - MAX_REPORTED);
+    if (u.count > paths->len) {
+        g_string_append_printf(list, " and %u more", u.count - paths->len);
     }
     return fail_plain(error, "unsupported %s: %s",
-                      paths->len == 1 ? "element or attribute" : "elements or attributes",
+                      u.count == 1 ? "element or attribute" : "elements or attributes",
                       list->str);
 }
 
@@ -1992,6 +2004,59 @@ on_resolve_entity(void *user_data, const xmlChar *public_id, const xmlChar *syst
 {
     on_internal_subset(user_data, NULL, public_id, system_id);
     return NULL;
+}
+
+/* Skips from @p to just past @end, or to the end of the input. */
+static const char *
+skip_past(const char *p, const char *limit, const char *end)
+{
+    const char *hit = memmem(p, (gsize) (limit - p), end, strlen(end));
+
+    return hit ? hit + strlen(end) : limit;
+}
+
+/*
+ * libxml2 2.9 checks duplicate attributes pairwise: one start tag with 100,000 attributes
+ * costs minutes. A linear look at the raw bytes bounds the attributes (and namespace
+ * declarations) of every start tag first. It only counts '=' outside quotes; comments,
+ * CDATA and processing instructions are skipped, and anything malformed is left for libxml2
+ * to refuse.
+ */
+static gboolean
+check_attribute_counts(const char *xml, gsize len, GError **error)
+{
+    const char *p = xml, *limit = xml + len;
+
+    while ((p = memchr(p, '<', (gsize) (limit - p)))) {
+        guint count = 0;
+        char quote = 0;
+
+        if ((gsize) (limit - p) >= 4 && memcmp(p, "<!--", 4) == 0) {
+            p = skip_past(p + 4, limit, "-->");
+            continue;
+        }
+        if ((gsize) (limit - p) >= 9 && memcmp(p, "<![CDATA[", 9) == 0) {
+            p = skip_past(p + 9, limit, "]]>");
+            continue;
+        }
+        if ((gsize) (limit - p) >= 2 && p[1] == '?') {
+            p = skip_past(p + 2, limit, "?>");
+            continue;
+        }
+        for (p++; p < limit; p++) {
+            if (quote) {
+                quote = *p == quote ? 0 : quote;
+            } else if (*p == '\'' || *p == '"') {
+                quote = *p;
+            } else if (*p == '=' && ++count > MAX_ATTRIBUTES) {
+                return fail_plain(error, "an element has more than %d attributes",
+                                  MAX_ATTRIBUTES);
+            } else if (*p == '>' || *p == '<') {
+                break;
+            }
+        }
+    }
+    return TRUE;
 }
 
 static xmlDoc *
@@ -2073,6 +2138,9 @@ berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
     if (len > BERTH_DOMAIN_XML_MAX) {
         fail_plain(error, "the document has %zu bytes, more than the limit of %d", len,
                    BERTH_DOMAIN_XML_MAX);
+        return NULL;
+    }
+    if (!check_attribute_counts(xml, len, error)) {
         return NULL;
     }
     doc = read_document(xml, len, error);

@@ -746,6 +746,79 @@ test_refuse_many_unsupported(void)
                                                    "/domain/devices/video[32] and 68 more"));
 }
 
+static char *
+tag_with_attributes(guint n, const char *value)
+{
+    GString *xml = g_string_new("<domain type='kvm'><name>a</name><memory>1</memory>"
+                                "<vcpu>1</vcpu><devices");
+
+    for (guint i = 0; i < n; i++) {
+        g_string_append_printf(xml, " a%u='%s'", i, value);
+    }
+    g_string_append(xml, "/></domain>");
+    return g_string_free(xml, FALSE);
+}
+
+/* libxml2 2.9 is quadratic in the attributes of one tag: they are bounded before it runs. */
+static void
+test_refuse_many_attributes(void)
+{
+    g_autofree char *at_limit = tag_with_attributes(64, "x");
+    g_autofree char *over = tag_with_attributes(65, "x");
+    g_autofree char *huge = tag_with_attributes(100000, "");
+    g_autofree char *equals = g_strnfill(200, '=');
+    g_autofree char *quoted = tag_with_attributes(1, equals);
+    g_autofree char *elsewhere = g_strdup_printf(
+        "<domain type='kvm'><!-- %s --><name>a</name><memory>1</memory><vcpu>1</vcpu>"
+        "<description>%s<![CDATA[%s]]></description><?pi %s?></domain>",
+        equals, equals, equals, equals);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    gint64 start;
+
+    g_assert_null(parse_str(at_limit, 0, &error));
+    g_assert_nonnull(strstr(error->message, "unsupported elements or attributes: "
+                                            "/domain/devices/@a0, "));
+    g_clear_error(&error);
+    g_assert_null(parse_str(over, 0, &error));
+    g_assert_cmpstr(error->message, ==, "domain XML: an element has more than 64 attributes");
+    g_clear_error(&error);
+
+    start = g_get_monotonic_time();
+    g_assert_null(berth_domain_def_parse(huge, MIN(strlen(huge), BERTH_DOMAIN_XML_MAX), 0,
+                                         &error));
+    g_assert_cmpint(g_get_monotonic_time() - start, <, G_USEC_PER_SEC);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+
+    /* '=' inside a value, a comment, text, CDATA or a PI is not an attribute. */
+    g_assert_null(parse_str(quoted, 0, &error));
+    g_assert_nonnull(strstr(error->message, "/domain/devices/@a0"));
+    g_clear_error(&error);
+    def = parse_str(elsewhere, 0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(strlen(def->description), ==, 400);
+}
+
+/* Naming an unsupported node walks its siblings; only the first 32 are named, so a
+ * document full of them is refused in linear time. */
+static void
+test_refuse_many_siblings(void)
+{
+    g_autofree char *xml = many_devices("<v/>", (BERTH_DOMAIN_XML_MAX - 100) / 4);
+    g_autoptr(GError) error = NULL;
+    gint64 start = g_get_monotonic_time();
+    gint64 elapsed;
+
+    g_assert_null(parse_str(xml, 0, &error));
+    elapsed = g_get_monotonic_time() - start;
+    g_test_message("%zu bytes of unsupported siblings refused in %" G_GINT64_FORMAT " us",
+                   strlen(xml), elapsed);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    g_assert_true(g_str_has_suffix(error->message, "/domain/devices/v[32] and 262087 more"));
+    g_assert_cmpint(elapsed, <, 10 * G_USEC_PER_SEC);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Threads and quietness */
 
@@ -977,6 +1050,8 @@ main(int argc, char **argv)
     g_test_add_func("/core/xml/refuse/oversized", test_refuse_oversized);
     g_test_add_func("/core/xml/refuse/too-many-devices", test_refuse_too_many_devices);
     g_test_add_func("/core/xml/refuse/many-unsupported", test_refuse_many_unsupported);
+    g_test_add_func("/core/xml/refuse/many-attributes", test_refuse_many_attributes);
+    g_test_add_func("/core/xml/refuse/many-siblings", test_refuse_many_siblings);
     g_test_add_func("/core/xml/ignore-unsupported", test_ignore_flag);
     g_test_add_func("/core/xml/threads-quiet", test_threads_quiet);
     g_test_add_func("/core/xml/schema/good", test_schema_good);
