@@ -2148,6 +2148,12 @@ berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
         return NULL;
     }
     root = xmlDocGetRootElement(doc);
+    if (root->ns && root->ns->href && strcmp((const char *) root->name, "domain") == 0) {
+        g_autofree char *q = quote((const char *) root->ns->href);
+
+        fail_plain(error, "<domain> is in the namespace %s; it must have none", q);
+        return NULL;
+    }
     if (!is_element(root, "domain")) {
         g_autoptr(GString) name = g_string_new(NULL);
 

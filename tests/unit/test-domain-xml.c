@@ -538,6 +538,9 @@ test_refuse_inline(void)
         {"<?xml version='1.0'?>\n<!DOCTYPE domain>\n<domain type='kvm'/>", "<!DOCTYPE>"},
         {"<!DOCTYPE domain SYSTEM 'http://example.org/domain.dtd'><domain type='kvm'/>",
          "<!DOCTYPE>"},
+        {"<domain xmlns='http://libvirt.org/schemas/domain' type='kvm'/>",
+         "domain XML: <domain> is in the namespace 'http://libvirt.org/schemas/domain'; it "
+         "must have none"},
         {"<domain type='kvm'><name>&undefined;</name></domain>", "not well-formed"},
         {"<domain type='kvm'><name>a</name>", "not well-formed"},
         {"<!-- only a comment -->", "not well-formed"},
