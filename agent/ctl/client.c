@@ -166,8 +166,11 @@ read_line(BerthClient *c, gint64 deadline, char **line, GError **error)
             gint64 left = deadline - g_get_monotonic_time();
 
             timeout = left <= 0 ? 0 : (int) MIN((left + 999) / 1000, G_MAXINT);
+            n = poll(&pfd, 1, timeout);
+        } else {
+            /* No deadline: the blocking recv below waits by itself, one syscall fewer. */
+            n = 1;
         }
-        n = poll(&pfd, 1, timeout);
         if (n < 0 && errno != EINTR) {
             g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "poll failed: %s",
                         g_strerror(errno));
@@ -265,6 +268,32 @@ set_remote_error(yajl_val err, GError **error)
     }
     g_set_error_literal(error, BERTH_ERROR, code,
                         YAJL_IS_STRING(message) ? message->u.string : "unknown error");
+}
+
+/*
+ * The result of @reply as JSON text. berthd writes {"jsonrpc":"2.0","id":N,"result":R}: when
+ * the parsed reply has exactly those members in that order, R is the text between the prefix
+ * and the final brace, taken as is; anything else is serialized again from the tree.
+ */
+static char *
+result_text(const char *line, guint64 id, yajl_val reply)
+{
+    char prefix[64];
+    int plen = g_snprintf(prefix, sizeof(prefix),
+                          "{\"jsonrpc\":\"2.0\",\"id\":%" G_GUINT64_FORMAT ",\"result\":", id);
+    gsize len = strlen(line);
+    yajl_val result = object_get(reply, "result");
+
+    if (!result) {
+        return g_strdup("null");
+    }
+    if (reply->u.object.len == 3 && strcmp(reply->u.object.keys[0], "jsonrpc") == 0 &&
+        strcmp(reply->u.object.keys[1], "id") == 0 &&
+        strcmp(reply->u.object.keys[2], "result") == 0 && plen > 0 &&
+        (gsize) plen < len && strncmp(line, prefix, (gsize) plen) == 0 && line[len - 1] == '}') {
+        return g_strndup(line + plen, len - (gsize) plen - 1);
+    }
+    return value_to_json(result);
 }
 
 typedef enum {
@@ -372,9 +401,7 @@ berth_client_call(BerthClient *c, const char *method, const char *params_json,
                 return FALSE;
             }
             if (result_json) {
-                yajl_val result = object_get(reply, "result");
-
-                *result_json = result ? value_to_json(result) : g_strdup("null");
+                *result_json = result_text(line, id, reply);
             }
             yajl_tree_free(reply);
             return TRUE;

@@ -14,6 +14,16 @@ typedef struct {
 } ConnSource;
 
 static void conn_handle(BerthRpcConn *conn, GIOCondition revents);
+
+/* Makes the connection's source dispatch on the next loop iteration. */
+static void
+conn_wake(BerthRpcConn *conn)
+{
+    if (!conn->ready_armed) {
+        conn->ready_armed = TRUE;
+        g_source_set_ready_time(conn->source, 0);
+    }
+}
 static void conn_update(BerthRpcConn *conn);
 
 static gboolean
@@ -22,7 +32,12 @@ conn_source_dispatch(GSource *source, GSourceFunc callback, gpointer user_data)
     ConnSource *cs = (ConnSource *) source;
     BerthRpcConn *conn = berth_rpc_conn_ref(cs->conn);
 
-    g_source_set_ready_time(source, -1);
+    /* GLib signals the context's wake-up fd on every ready-time change, even to the same
+     * value: touch it only when it was armed, or every request costs an extra loop pass. */
+    if (conn->ready_armed) {
+        conn->ready_armed = FALSE;
+        g_source_set_ready_time(source, -1);
+    }
     conn_handle(conn, g_source_query_unix_fd(source, conn->fd_tag));
     berth_rpc_conn_unref(conn);
     return G_SOURCE_CONTINUE;
@@ -52,6 +67,10 @@ berth_rpc_conn_new(BerthRpcServer *server, BerthRpcTransport *transport, gboolea
     cs = (ConnSource *) conn->source;
     cs->conn = conn;
     g_source_set_static_name(conn->source, "berth-rpc-conn");
+    /* GLib blocks a non-recursive source during its dispatch by taking its fd out of the poll
+     * set and putting it back afterwards, which signals the context's wake-up fd: an extra
+     * syscall and loop pass per request. Nothing here iterates the context recursively. */
+    g_source_set_can_recurse(conn->source, TRUE);
     conn->polled = G_IO_IN;
     conn->fd_tag = g_source_add_unix_fd(conn->source, transport->fd, conn->polled);
     g_source_attach(conn->source, conn->ctx);
@@ -180,7 +199,7 @@ berth_rpc_conn_call_done(BerthRpcConn *conn)
     }
     /* Framing resumes from the source, never from inside a handler's reply. */
     if (conn->pending + 1 == conn->server->limits.max_pending || conn->read_eof) {
-        g_source_set_ready_time(conn->source, 0);
+        conn_wake(conn);
     }
 }
 
@@ -313,7 +332,7 @@ conn_update(BerthRpcConn *conn)
         conn->polled = want;
     }
     if (may_read && t->ops->pending && t->ops->pending(t)) {
-        g_source_set_ready_time(conn->source, 0);
+        conn_wake(conn);
     }
     conn_maybe_finish(conn);
 }

@@ -28,6 +28,7 @@ struct BerthRpcConn {
     GSource *source;        /* polls the transport's fd */
     gpointer fd_tag;
     GIOCondition polled;
+    gboolean ready_armed;   /* the source's ready time is set (conn_wake) */
 
     GByteArray *in;         /* bytes read; [in_start, len) not yet framed */
     gsize in_start;
