@@ -106,8 +106,8 @@ const char *vhost_user_request_name(uint32_t request);
 /*
  * Reads one message. Returns 1 on a message, 0 on a clean end of stream before a header, -1 on
  * an error (@error set). A payload larger than VHOST_USER_MAX_PAYLOAD is an error: the stream
- * cannot be trusted after it. fds that arrive are in @msg (close them with
- * vhost_user_msg_close_fds) also when a later part of the read fails, they are closed here.
+ * cannot be trusted after it. On 1 the fds that came with the message are in @msg (the caller
+ * closes what it does not take with vhost_user_msg_close_fds); on -1 they are already closed.
  */
 int vhost_user_msg_read(int sock, VhostUserMsg *msg, GError **error);
 /* Closes every fd still held by @msg. */
