@@ -408,7 +408,8 @@ berth_rpc_server_dispatch_line(BerthRpcServer *server, BerthRpcConn *conn, const
         return;
     }
     if (m->modifies) {
-        g_log_structured("berth-rpc", G_LOG_LEVEL_INFO, "BERTH_METHOD", m->name, "BERTH_PEER",
+        /* An audit record: at message level, so that the default log level keeps it. */
+        g_log_structured("berth-rpc", G_LOG_LEVEL_MESSAGE, "BERTH_METHOD", m->name, "BERTH_PEER",
                          conn->transport->peer, "MESSAGE", "%s called by %s", m->name,
                          conn->transport->peer);
     }
