@@ -15,6 +15,16 @@ typedef struct {
 
 static void conn_handle(BerthRpcConn *conn, GIOCondition revents);
 
+/* TRUE while the connection may take another request: under max_pending calls in flight, and
+ * under max_output bytes of replies its peer has not read yet (a peer that sends without
+ * reading is stopped here instead of growing our buffer). */
+static gboolean
+conn_may_take(BerthRpcConn *conn)
+{
+    return conn->pending < conn->server->limits.max_pending &&
+           conn->out->len - conn->out_off < conn->server->limits.max_output;
+}
+
 /* Makes the connection's source dispatch on the next loop iteration. */
 static void
 conn_wake(BerthRpcConn *conn)
@@ -269,7 +279,7 @@ conn_process(BerthRpcConn *conn)
 {
     gsize max_request = conn->server->limits.max_request;
 
-    while (!conn->closed && conn->pending < conn->server->limits.max_pending) {
+    while (!conn->closed && conn_may_take(conn)) {
         const char *start = (const char *) conn->in->data + conn->in_start;
         const char *nl = memchr(conn->in->data + conn->in_scan, '\n',
                                 conn->in->len - conn->in_scan);
@@ -305,7 +315,7 @@ conn_process(BerthRpcConn *conn)
     }
 }
 
-/* Polls for what the connection can use now: requests while under max_pending, writability
+/* Polls for what the connection can use now: requests while it may take them, writability
  * while output waits. */
 static void
 conn_update(BerthRpcConn *conn)
@@ -317,7 +327,7 @@ conn_update(BerthRpcConn *conn)
     if (conn->closed) {
         return;
     }
-    may_read = !conn->read_eof && conn->pending < conn->server->limits.max_pending;
+    may_read = !conn->read_eof && conn_may_take(conn);
     if (may_read) {
         want |= G_IO_IN;
     }
@@ -340,7 +350,7 @@ conn_update(BerthRpcConn *conn)
 static void
 conn_handle(BerthRpcConn *conn, GIOCondition revents)
 {
-    gboolean throttled = conn->pending >= conn->server->limits.max_pending;
+    gboolean throttled = !conn_may_take(conn);
 
     if (revents & G_IO_OUT) {
         conn_flush(conn);

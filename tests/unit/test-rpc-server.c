@@ -1,5 +1,6 @@
 /* Tests of the JSON-RPC server: a real server on temporary unix sockets, in-process. */
 #include <errno.h>
+#include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -739,6 +740,40 @@ test_events_slow_reader(void)
     fixture_stop(&f);
 }
 
+static void
+test_writer_never_reads(void)
+{
+    BerthRpcLimits limits = {.max_output = 65536};
+    Fixture f = {0};
+    g_autoptr(BerthClient) other = NULL;
+    static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.ping\"}\n";
+    gsize sent = 0;
+    int fd;
+
+    fixture_start(&f, &limits);
+    fd = raw_connect(f.path);
+    g_assert_true(g_unix_set_fd_nonblocking(fd, TRUE, NULL));
+    /* Requests without ever reading a reply: once the replies fill the socket and max_output,
+     * the server stops reading, and this side's sends fail with EAGAIN. Without that limit the
+     * server would read (and buffer replies) for ever: the cap turns that into a failure. */
+    for (;;) {
+        gssize n = send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL);
+
+        if (n < 0) {
+            g_assert_cmpint(errno, ==, EAGAIN);
+            break;
+        }
+        sent += (gsize) n;
+        g_assert_cmpuint(sent, <, 256 * 1024 * 1024);
+    }
+    other = connect_ok(f.uri);
+    g_free(call_ok(other, "agent.ping", NULL));
+    close(fd);
+    g_free(call_ok(other, "agent.ping", NULL));
+    g_clear_pointer(&other, berth_client_free);
+    fixture_stop(&f);
+}
+
 typedef struct {
     const char *uri;
     int index;
@@ -842,6 +877,7 @@ main(int argc, char **argv)
     g_test_add_func("/rpc/server/readonly-and-peer", test_readonly_and_peer);
     g_test_add_func("/rpc/server/events", test_events);
     g_test_add_func("/rpc/server/events-slow-reader", test_events_slow_reader);
+    g_test_add_func("/rpc/server/writer-that-never-reads", test_writer_never_reads);
     g_test_add_func("/rpc/server/concurrent-clients", test_concurrent);
     g_test_add_func("/rpc/server/listen-errors", test_listen_errors);
     return g_test_run();
