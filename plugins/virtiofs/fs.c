@@ -55,10 +55,16 @@ static const VfsOpDesc ops[] = {
     [FUSE_RENAME2] = { vfs_op_rename2, 0, OP_MODIFIES },
 };
 
-/* Flags we offer in INIT; the reply carries those the guest asked for too. */
+/*
+ * Flags we offer in INIT; the reply carries those the guest asked for too. ASYNC_DIO lets the
+ * guest send the pieces of one large O_DIRECT request at once (virtio-fs caps a request at its
+ * queue size in pages), which a thread pool then serves in parallel; AUTO_INVAL_DATA drops
+ * cached pages of files whose mtime changed on the host.
+ */
 #define VFS_INIT_FLAGS                                                                         \
     (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS |           \
-     FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES)
+     FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_ASYNC_DIO |          \
+     FUSE_AUTO_INVAL_DATA)
 
 static void handle_free(VfsFs *fs, VfsHandle *h)
 {
