@@ -57,6 +57,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         assert_valid_json(reply);
         assert_valid_json(note);
         read_params(req->params);
+        /* The serializer the client uses must give back valid JSON for any accepted tree. */
+        {
+            g_autoptr(GString) again = g_string_new(NULL);
+
+            berth_rpc_json_append_value(again, req->tree);
+            g_string_append_c(again, '\n');
+            assert_valid_json(again->str);
+        }
     } else {
         g_autofree char *reply = NULL;
 
