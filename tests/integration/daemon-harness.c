@@ -2,6 +2,8 @@
 #include "daemon-harness.h"
 
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <yajl/yajl_tree.h>
@@ -64,8 +66,8 @@ daemon_start(Daemon *d)
         g_autoptr(BerthClient) c = NULL;
         g_autoptr(GError) cerr = NULL;
 
-        if (g_subprocess_get_if_exited(d->proc) || g_subprocess_get_if_signaled(d->proc)) {
-            break;
+        if (!g_subprocess_get_identifier(d->proc)) {
+            break; /* berthd has exited */
         }
         c = berth_client_connect(d->sock, &cerr);
         if (c) {
