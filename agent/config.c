@@ -88,6 +88,7 @@ static const struct {
 static const char *const restart_keys[] = {
     "agent.config_dir", "agent.state_dir", "agent.run_dir", "agent.plugin_dir",
     "agent.domains_dir", "agent.plugins", "agent.required_plugins", "agent.job_workers",
+    "agent.job_history", "agent.event_ring", "agent.sink_queue",
     "rpc.unix_socket", "rpc.unix_socket_ro", "rpc.unix_socket_mode", "rpc.unix_socket_ro_mode",
     NULL,
 };

@@ -311,6 +311,7 @@ reload(BerthCore *core)
     g_autoptr(GError) error = NULL;
     g_autoptr(BerthConfig) fresh = berth_config_load(core->config_path, &error);
     g_autoptr(GPtrArray) restart = g_ptr_array_new_with_free_func(g_free);
+    BerthRpcLimits limits;
 
     if (!fresh) {
         g_warning("reload: the configuration was not changed: %s", error->message);
@@ -321,27 +322,28 @@ reload(BerthCore *core)
                       (const char *) restart->pdata[i]);
         }
         berth_daemon_set_log_level(fresh->log_level);
+        limits = limits_of(fresh);
+        berth_rpc_server_set_limits(core->server, &limits);
         for (guint i = 0; i < core->plugins->len; i++) {
             BerthPluginHandle *h = core->plugins->pdata[i];
             g_autoptr(GError) perr = NULL;
-            g_autoptr(GHashTable) values = NULL;
+            gboolean changed = FALSE;
 
             if (!h->initialized) {
                 continue;
             }
-            values = berth_config_plugin_section(fresh, h->name, h->plugin->config_keys, &perr);
-            if (!values) {
+            if (!h->plugin->reload) {
+                if (berth_config_plugin_changed(core->config, fresh, h->name, NULL)) {
+                    g_warning("reload: [plugin.%s] changed: plugin '%s' cannot reload, the "
+                              "change takes effect after a restart", h->name, h->name);
+                }
+                continue;
+            }
+            if (!berth_plugin_reconfigure(h, fresh, &changed, &perr)) {
                 g_warning("reload: plugin '%s' keeps its settings: %s", h->name, perr->message);
                 continue;
             }
-            if (!h->plugin->reload) {
-                continue;
-            }
-            /* The new values are in place for the plugin's reload; the old stay otherwise. */
-            g_hash_table_unref(h->config);
-            h->config = g_steal_pointer(&values);
-            g_clear_pointer(&h->config_strv, g_hash_table_unref);
-            if (!h->plugin->reload(h->priv, &perr)) {
+            if (changed && !h->plugin->reload(h->priv, &perr)) {
                 g_warning("reload: plugin '%s': %s", h->name, perr->message);
             }
         }

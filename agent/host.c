@@ -101,36 +101,11 @@ host_config_get_bool(BerthPluginHandle *self, const char *key)
     return v && (g_str_equal(v, "true") || g_str_equal(v, "1") || g_str_equal(v, "yes"));
 }
 
-/* Protects the lazily split lists in every handle's config_strv. */
-static GMutex strv_lock;
-
+/* The loader splits every BERTH_CONFIG_STRV value at load (and on reconfigure). */
 static const char *const *
 host_config_get_strv(BerthPluginHandle *self, const char *key)
 {
-    const char *v = host_config_get_string(self, key);
-    char **out;
-
-    if (!v) {
-        return NULL;
-    }
-    g_mutex_lock(&strv_lock);
-    if (!self->config_strv) {
-        self->config_strv = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                                  (GDestroyNotify) g_strfreev);
-    }
-    out = g_hash_table_lookup(self->config_strv, key);
-    if (!out) {
-        out = g_strsplit(v, ";", -1);
-        /* A trailing ';' (GKeyFile's list syntax) leaves an empty last element. */
-        guint n = g_strv_length(out);
-        if (n > 0 && out[n - 1][0] == '\0') {
-            g_free(out[n - 1]);
-            out[n - 1] = NULL;
-        }
-        g_hash_table_insert(self->config_strv, g_strdup(key), out);
-    }
-    g_mutex_unlock(&strv_lock);
-    return (const char *const *) out;
+    return self->config_strv ? g_hash_table_lookup(self->config_strv, key) : NULL;
 }
 
 static GMainContext *

@@ -138,6 +138,27 @@ berth_rpc_server_free(BerthRpcServer *server)
     g_free(server);
 }
 
+void
+berth_rpc_server_set_limits(BerthRpcServer *server, const BerthRpcLimits *limits)
+{
+    /* Zero keeps the current value, as in berth_rpc_server_new(). */
+    if (limits->max_request) {
+        server->limits.max_request = limits->max_request;
+    }
+    if (limits->max_clients) {
+        server->limits.max_clients = limits->max_clients;
+    }
+    if (limits->max_pending) {
+        server->limits.max_pending = limits->max_pending;
+    }
+    if (limits->event_queue_len) {
+        server->limits.event_queue_len = limits->event_queue_len;
+    }
+    if (limits->max_output) {
+        server->limits.max_output = limits->max_output;
+    }
+}
+
 const BerthRpcLimits *
 berth_rpc_server_get_limits(BerthRpcServer *server)
 {

@@ -510,10 +510,10 @@ test_diff(void)
     g_autoptr(BerthConfig) old = load_ok(base, TRUE);
     g_autoptr(BerthConfig) same = load_ok(base, TRUE);
     g_autoptr(BerthConfig) live = load_ok("[agent]\nplugins=qemu;jsonl\nlog_level=debug\n"
-                                          "event_ring=100\n[rpc]\nmax_clients=5\n"
+                                          "[rpc]\nmax_clients=5\n"
                                           "[plugin.jsonl]\npath=/a\n",
                                           TRUE);
-    g_autoptr(BerthConfig) restart = load_ok("[agent]\nplugins=qemu;jsonl\njob_workers=4\n"
+    g_autoptr(BerthConfig) restart = load_ok("[agent]\nplugins=qemu;jsonl\njob_workers=4\nevent_ring=100\n"
                                              "run_dir=/elsewhere\n[plugin.jsonl]\npath=/a\n",
                                              TRUE);
     g_autoptr(BerthConfig) plugin = load_ok("[agent]\nplugins=qemu;jsonl\n"
@@ -530,11 +530,13 @@ test_diff(void)
 
     g_assert_true(berth_config_diff(old, restart, list));
     g_assert_true(list_has(list, "[agent] job_workers"));
+    /* The ring and queues are sized when berthd starts. */
+    g_assert_true(list_has(list, "[agent] event_ring"));
     g_assert_true(list_has(list, "[agent] run_dir"));
     /* The sockets live in the run dir by default: they move with it. */
     g_assert_true(list_has(list, "[rpc] unix_socket"));
     g_assert_true(list_has(list, "[rpc] unix_socket_ro"));
-    g_assert_cmpuint(list->len, ==, 4);
+    g_assert_cmpuint(list->len, ==, 5);
     g_ptr_array_set_size(list, 0);
 
     g_assert_true(berth_config_diff(old, plugin, list));
