@@ -19,6 +19,9 @@ core_of(BerthPluginHandle *self)
     return self->core;
 }
 
+static void host_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
 static void
 host_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
 {
