@@ -519,7 +519,8 @@ sub_take(BerthBusSub *sub, const BerthEvent **out, guint max)
     /* A second look when the marker had to wait for events queued meanwhile. */
     for (guint attempt = 0; attempt < 2; attempt++) {
         guint head = sub->head;
-        guint n = MIN(__atomic_load_n(&sub->tail, __ATOMIC_ACQUIRE) - head, max);
+        guint tail = __atomic_load_n(&sub->tail, __ATOMIC_ACQUIRE); /* once: MIN() reads twice */
+        guint n = MIN(tail - head, max);
         const BerthEvent *marker;
 
         if (n > 0) {
