@@ -15,7 +15,7 @@
 #include "ctl/client.h"
 #include "rpc/server.h"
 
-#define RUNS 5
+#define RUNS 7
 #define ONE_CONN_CALLS 50000
 #define MANY_CONNS 50
 #define MANY_CALLS 100000
@@ -209,6 +209,92 @@ run_one_connection(Bench *b, const char *method)
 
 static int raw_connect(const char *path);
 
+typedef struct {
+    int fd;
+    clockid_t cpu_clock;
+    GMutex lock;
+    GCond cond;
+    gboolean ready;
+} Echo;
+
+static gpointer
+echo_thread(gpointer data)
+{
+    Echo *e = data;
+    char buf[8192];
+    gssize n;
+
+    pthread_getcpuclockid(pthread_self(), &e->cpu_clock);
+    g_mutex_lock(&e->lock);
+    e->ready = TRUE;
+    g_cond_signal(&e->cond);
+    g_mutex_unlock(&e->lock);
+    while ((n = recv(e->fd, buf, sizeof(buf), 0)) > 0) {
+        if (send(e->fd, buf, (size_t) n, MSG_NOSIGNAL) != n) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* The floor under every figure here: a thread that echoes each line back at once over a
+ * socketpair, no JSON, no main loop. Measured in the same run, so that a loaded machine shows
+ * in both. */
+static Result
+run_bare_echo(void)
+{
+    g_autofree gint64 *lat = g_new(gint64, ONE_CONN_CALLS);
+    static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.ping\"}\n";
+    Echo e = {0};
+    GThread *thread;
+    gint64 start, cpu_start;
+    Result r = {0};
+    char buf[8192];
+    int sv[2];
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        g_error("socketpair: %s", g_strerror(errno));
+    }
+    e.fd = sv[1];
+    g_mutex_init(&e.lock);
+    g_cond_init(&e.cond);
+    thread = g_thread_new("echo", echo_thread, &e);
+    g_mutex_lock(&e.lock);
+    while (!e.ready) {
+        g_cond_wait(&e.cond, &e.lock);
+    }
+    g_mutex_unlock(&e.lock);
+    cpu_start = cpu_ns(e.cpu_clock);
+    start = now_ns();
+    for (int i = 0; i < ONE_CONN_CALLS; i++) {
+        gint64 t0 = now_ns();
+        gsize got = 0;
+
+        if (send(sv[0], req, sizeof(req) - 1, MSG_NOSIGNAL) != sizeof(req) - 1) {
+            g_error("send: %s", g_strerror(errno));
+        }
+        while (got < sizeof(req) - 1) {
+            gssize n = recv(sv[0], buf, sizeof(buf), 0);
+
+            if (n <= 0) {
+                g_error("recv failed");
+            }
+            got += (gsize) n;
+        }
+        lat[i] = now_ns() - t0;
+    }
+    r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
+    r.cpu_us = (double) (cpu_ns(e.cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
+    percentiles(lat, ONE_CONN_CALLS, &r);
+    shutdown(sv[0], SHUT_RDWR);
+    g_thread_join(thread);
+    close(sv[0]);
+    close(sv[1]);
+    g_mutex_clear(&e.lock);
+    g_cond_clear(&e.cond);
+    return r;
+}
+
 /* The same on a raw socket with blocking reads: the server alone, without the client
  * library's parsing. */
 static Result
@@ -365,6 +451,7 @@ int
 main(int argc, char **argv)
 {
     static const char *const methods[] = {"agent.ping", "agent.info"};
+    static Result runs[7][RUNS];
     Bench b = {0};
 
     bench_start(&b);
@@ -373,29 +460,25 @@ main(int argc, char **argv)
            "p50 us", "p99 us", "srv us");
     printf("|%s|%s|%s|%s|%s|%s|\n", "------------------------", "------------",
            "----------:", "--------:", "--------:", "-------:");
-    for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
-        Result runs[RUNS];
-
-        for (int i = 0; i < RUNS; i++) {
-            runs[i] = run_one_connection(&b, methods[m]);
+    /* Runs are interleaved across the cases, so that a change in the machine's load during the
+     * benchmark touches every case alike. */
+    for (int i = 0; i < RUNS; i++) {
+        runs[0][i] = run_bare_echo();
+        for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
+            runs[1 + m][i] = run_one_connection(&b, methods[m]);
+            runs[3 + m][i] = run_one_raw(&b, methods[m]);
+            runs[5 + m][i] = run_many_connections(&b, methods[m]);
         }
-        report("1 connection (library)", methods[m], runs);
+    }
+    report("bare echo (floor)", "-", runs[0]);
+    for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
+        report("1 connection (library)", methods[m], runs[1 + m]);
     }
     for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
-        Result runs[RUNS];
-
-        for (int i = 0; i < RUNS; i++) {
-            runs[i] = run_one_raw(&b, methods[m]);
-        }
-        report("1 connection (raw)", methods[m], runs);
+        report("1 connection (raw)", methods[m], runs[3 + m]);
     }
     for (guint m = 0; m < G_N_ELEMENTS(methods); m++) {
-        Result runs[RUNS];
-
-        for (int i = 0; i < RUNS; i++) {
-            runs[i] = run_many_connections(&b, methods[m]);
-        }
-        report("50 connections", methods[m], runs);
+        report("50 connections", methods[m], runs[5 + m]);
     }
     bench_stop(&b);
     return 0;
