@@ -160,7 +160,8 @@ id_to_json(yajl_val id, char **out)
         return TRUE;
     }
     if (YAJL_IS_INTEGER(id)) {
-        *out = g_strdup_printf("%lld", (long long) id->u.number.i);
+        /* yajl keeps the number's text; an integer it could read is echoed exactly as sent. */
+        *out = g_strdup(id->u.number.r);
         return TRUE;
     }
     if (YAJL_IS_NULL(id)) {

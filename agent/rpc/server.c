@@ -39,7 +39,7 @@ struct BerthRpcCall {
     BerthRpcConn *conn;   /* a reference: the call may outlive the connection */
     BerthRpcRequest *req; /* owns the id, the method name and the params */
     gboolean readonly;
-    char *peer;
+    const char *peer;     /* the transport's, which lives as long as the connection */
     char *text;           /* the response line, between a reply and its delivery */
 };
 
@@ -440,7 +440,7 @@ berth_rpc_server_dispatch_line(BerthRpcServer *server, BerthRpcConn *conn, const
     call->conn = berth_rpc_conn_ref(conn);
     call->req = req;
     call->readonly = readonly;
-    call->peer = g_strdup(conn->transport->peer);
+    call->peer = conn->transport->peer;
     conn->pending++;
     m->handler(call, req->params, m->data);
 }
@@ -490,7 +490,6 @@ call_deliver(gpointer data)
     berth_rpc_conn_call_done(conn);
     call->magic = 0;
     berth_rpc_request_free(call->req);
-    g_free(call->peer);
     g_free(call->text);
     g_free(call);
     berth_rpc_conn_unref(conn);
