@@ -318,7 +318,8 @@ test_malformed(void)
     g_assert_nonnull(strstr(l1, "\"id\":null,\"error\":{\"code\":-32700"));
     g_assert_nonnull(strstr(l1, "\"name\":\"parse-error\""));
     l2 = raw_line(fd);
-    g_assert_nonnull(strstr(l2, "\"code\":-32600,\"message\":\"batch requests are not supported\""));
+    g_assert_nonnull(
+        strstr(l2, "\"code\":-32600,\"message\":\"batch requests are not supported\""));
     l3 = raw_line(fd);
     g_assert_nonnull(strstr(l3, "\"id\":\"q\",\"error\":{\"code\":-32600"));
     /* The blank line and both notifications get nothing; a null id is still answered. */
@@ -351,8 +352,8 @@ test_oversized(void)
     BerthRpcLimits limits = {.max_request = 1024};
     Fixture f = {0};
     g_autoptr(BerthClient) other = NULL;
-    g_autoptr(GString) exact = g_string_new("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"test.echo\","
-                                            "\"params\":{\"p\":\"");
+    g_autoptr(GString) exact = g_string_new(
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"test.echo\",\"params\":{\"p\":\"");
     g_autoptr(GString) big = g_string_new(NULL);
     int fd;
 
