@@ -58,7 +58,15 @@ log_writer(GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpoint
         g_log_writer_journald(level, fields, n_fields, data) == G_LOG_WRITER_HANDLED) {
         return G_LOG_WRITER_HANDLED;
     }
-    return g_log_writer_standard_streams(level, fields, n_fields, data);
+    /* A daemon's stdout is nobody's console: every level goes to stderr. */
+    {
+        g_autofree char *line = g_log_writer_format_fields(level, fields, n_fields,
+                                                           g_log_writer_supports_color(
+                                                               fileno(stderr)));
+        fprintf(stderr, "%s\n", line);
+        fflush(stderr);
+    }
+    return G_LOG_WRITER_HANDLED;
 }
 
 void
