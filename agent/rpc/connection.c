@@ -208,7 +208,8 @@ berth_rpc_conn_call_done(BerthRpcConn *conn)
         return;
     }
     /* Framing resumes from the source, never from inside a handler's reply. */
-    if (conn->pending + 1 == conn->server->limits.max_pending || conn->read_eof) {
+    /* Not polling for input means it was throttled (limits may also change on SIGHUP). */
+    if (!(conn->polled & G_IO_IN) || conn->read_eof) {
         conn_wake(conn);
     }
 }

@@ -69,9 +69,11 @@ gboolean berth_rpc_server_add_transport(BerthRpcServer *server, BerthRpcTranspor
                                         gboolean readonly);
 /* Connections open now. */
 guint berth_rpc_server_n_clients(BerthRpcServer *server);
-/* The limits in force (defaults filled in). */
-/* New limits for what comes next (SIGHUP); main context only. */
+/* New limits for what comes next (SIGHUP); zero fields keep their value; main context only.
+ * Open connections follow at their next request; event_queue_len applies to new
+ * subscriptions. */
 void berth_rpc_server_set_limits(BerthRpcServer *server, const BerthRpcLimits *limits);
+/* The limits in force (defaults filled in). */
 const BerthRpcLimits *berth_rpc_server_get_limits(BerthRpcServer *server);
 /* TRUE when @name is registered with modifies=TRUE (for role checks and the docs test). */
 gboolean berth_rpc_server_method_modifies(BerthRpcServer *server, const char *name);
