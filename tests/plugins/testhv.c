@@ -102,14 +102,21 @@ vm_exited(pid_t pid, int status, gpointer data)
     if (vm) {
         reason = vm->stop_reason ? vm->stop_reason : BERTH_SHUTOFF_CRASHED;
         name = g_strdup(vm->name);
+    }
+    g_mutex_unlock(&hv->lock);
+    if (!name) {
+        return;
+    }
+    /* The state first: a destroy or shutdown job waiting in stop_vm() returns only after the
+     * domain is shutoff, as the QEMU plugin's do. */
+    record(hv, "exited %s status=%d", name, status);
+    hv->host->domain_set_state(hv->self, name, BERTH_DOMAIN_SHUTOFF, reason);
+    g_mutex_lock(&hv->lock);
+    if (g_hash_table_lookup(hv->vms, name) == vm) {
         g_hash_table_remove(hv->vms, name);
     }
     g_cond_broadcast(&hv->exited);
     g_mutex_unlock(&hv->lock);
-    if (name) {
-        record(hv, "exited %s status=%d", name, status);
-        hv->host->domain_set_state(hv->self, name, BERTH_DOMAIN_SHUTOFF, reason);
-    }
 }
 
 static gboolean
