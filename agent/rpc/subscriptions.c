@@ -50,10 +50,8 @@ rpc_sub_matches(RpcSub *s, const BerthEvent *ev)
 }
 
 static gboolean
-rpc_sub_ready(gpointer data)
+rpc_sub_deliver(RpcSub *s, BerthRpcConn *conn)
 {
-    RpcSub *s = data;
-    BerthRpcConn *conn = s->conn;
     gsize max_output = conn->server->limits.max_output;
 
     for (guint i = 0; i < EVENTS_PER_DISPATCH; i++) {
@@ -82,6 +80,18 @@ rpc_sub_ready(gpointer data)
         }
     }
     return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+rpc_sub_ready(gpointer data)
+{
+    RpcSub *s = data;
+    /* A failed write closes the connection, which may drop its last reference. */
+    BerthRpcConn *conn = berth_rpc_conn_ref(s->conn);
+    gboolean again = rpc_sub_deliver(s, conn);
+
+    berth_rpc_conn_unref(conn);
+    return again;
 }
 
 static void

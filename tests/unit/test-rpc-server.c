@@ -741,6 +741,32 @@ test_events_slow_reader(void)
     fixture_stop(&f);
 }
 
+/* A subscriber that goes away while events are being written to it: the write fails, the
+ * connection closes from inside the event callback, and nothing else notices. */
+static void
+test_subscriber_vanishes(void)
+{
+    Fixture f = {0};
+    g_autoptr(BerthClient) other = NULL;
+
+    fixture_start(&f, NULL);
+    for (int round = 0; round < 20; round++) {
+        int fd = raw_connect(f.path);
+
+        raw_send_str(fd, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\"}\n");
+        g_free(raw_line(fd));
+        publish(f.bus, "x", "domain-started", NULL);
+        close(fd);
+        for (int i = 0; i < 50; i++) {
+            publish(f.bus, "x", "domain-started", NULL);
+        }
+    }
+    other = connect_ok(f.uri);
+    g_free(call_ok(other, "agent.ping", NULL));
+    g_clear_pointer(&other, berth_client_free);
+    fixture_stop(&f);
+}
+
 static void
 test_writer_never_reads(void)
 {
@@ -878,6 +904,7 @@ main(int argc, char **argv)
     g_test_add_func("/rpc/server/readonly-and-peer", test_readonly_and_peer);
     g_test_add_func("/rpc/server/events", test_events);
     g_test_add_func("/rpc/server/events-slow-reader", test_events_slow_reader);
+    g_test_add_func("/rpc/server/subscriber-vanishes", test_subscriber_vanishes);
     g_test_add_func("/rpc/server/writer-that-never-reads", test_writer_never_reads);
     g_test_add_func("/rpc/server/concurrent-clients", test_concurrent);
     g_test_add_func("/rpc/server/listen-errors", test_listen_errors);
