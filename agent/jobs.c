@@ -57,7 +57,8 @@ struct BerthScheduler {
     BerthBus *bus;
     guint history_max;
     guint64 next_id;
-    gboolean stopping;
+    gboolean stopping;   /* no more submissions */
+    gboolean timer_stop; /* the watchdog ends (after the last job: timeouts fire until then) */
     GHashTable *objects; /* "kind\x1fname" -> ObjectQueue */
     GHashTable *active;  /* id -> BerthJob, queued or running (a reference) */
     GQueue history;      /* finished jobs, oldest first (references) */
@@ -508,7 +509,7 @@ watchdog(gpointer data)
     BerthScheduler *sched = data;
 
     g_mutex_lock(&sched->lock);
-    while (!sched->stopping) {
+    while (!sched->timer_stop) {
         GPtrArray *expired = g_ptr_array_new_with_free_func((GDestroyNotify) berth_job_unref);
         gint64 now = g_get_monotonic_time();
         gint64 earliest = G_MAXINT64;
@@ -583,7 +584,6 @@ berth_scheduler_free(BerthScheduler *sched)
             g_array_append_val(queued, job->id);
         }
     }
-    g_cond_signal(&sched->timer_cond);
     g_mutex_unlock(&sched->lock);
 
     for (guint i = 0; i < queued->len; i++) {
@@ -592,6 +592,10 @@ berth_scheduler_free(BerthScheduler *sched)
     /* Waits for running jobs; their finish takes sched->lock, so it is not held here. */
     g_thread_pool_free(sched->pool, FALSE, TRUE);
     g_thread_pool_free(sched->query_pool, FALSE, TRUE);
+    g_mutex_lock(&sched->lock);
+    sched->timer_stop = TRUE;
+    g_cond_signal(&sched->timer_cond);
+    g_mutex_unlock(&sched->lock);
     g_thread_join(sched->watchdog);
 
     g_queue_clear_full(&sched->history, (GDestroyNotify) berth_job_unref);

@@ -381,8 +381,15 @@ test_destroy_cancels_modify_not_started(void)
 }
 
 static void
+record_state(BerthJob *job, gpointer data)
+{
+    *(BerthJobState *) data = berth_job_get_state(job);
+}
+
+static void
 test_timeout(void)
 {
+    BerthJobState final = BERTH_JOB_QUEUED;
     BerthScheduler *sched = berth_scheduler_new(2, 64, NULL);
     Scene s;
     BerthJobSpec spec = {
@@ -407,6 +414,15 @@ test_timeout(void)
     g_assert_cmpint(berth_job_get_state(job), ==, BERTH_JOB_TIMED_OUT);
     g_assert_error(berth_job_get_error(job), BERTH_ERROR, BERTH_ERROR_TIMEOUT);
     g_assert_cmpstr(berth_error_name_for(berth_job_get_error(job)), ==, "timeout");
+
+    /* Timeouts still fire while the scheduler is being freed (it waits for running jobs). */
+    spec.timeout_ms = 50;
+    id = berth_scheduler_submit(sched, &spec, "test", NULL, record_state, &final, &error);
+    g_assert_no_error(error);
+    g_assert_true(latch_wait(&s.entered, 2));
+    berth_scheduler_free(sched);
+    g_assert_cmpint(final, ==, BERTH_JOB_TIMED_OUT);
+    sched = berth_scheduler_new(2, 64, NULL);
 
     /* A job that ends in time is not touched by its timeout. */
     spec.func = quick_job;
