@@ -48,8 +48,8 @@ struct BerthJob {
 };
 
 struct BerthScheduler {
-    GMutex lock; /* protects objects, active, history, timed, next_id, stopping and every job's
-                  * scheduling fields */
+    GMutex lock; /* protects objects, active, history, timed, next_id, the stop flags, every job's
+                  * scheduling fields (never held while a job function or callback runs) */
     GCond done_cond;  /* a job was notified (berth_scheduler_wait) */
     GCond timer_cond; /* the earliest deadline changed, or the watchdog must stop */
     GThreadPool *pool;       /* MODIFY and DESTROY jobs */
