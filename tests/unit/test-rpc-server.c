@@ -17,6 +17,7 @@ static GMutex gate_lock;
 static GCond gate_cond;
 static gboolean gate_open;
 static guint slow_started; /* slow handlers entered so far (under gate_lock) */
+static guint slow_done;    /* slow replies handed to the server (under gate_lock) */
 
 /* Log records of modifying calls (domain berth-rpc with a BERTH_METHOD field). */
 static gint modify_logs;
@@ -59,6 +60,10 @@ slow_thread(gpointer data)
     }
     g_mutex_unlock(&gate_lock);
     berth_rpc_call_reply(call, g_strdup("\"slow\""));
+    g_mutex_lock(&gate_lock);
+    slow_done++;
+    g_cond_broadcast(&gate_cond);
+    g_mutex_unlock(&gate_lock);
     return NULL;
 }
 
@@ -104,6 +109,7 @@ fixture_start(Fixture *f, const BerthRpcLimits *limits)
     g_mutex_lock(&gate_lock);
     gate_open = FALSE;
     slow_started = 0;
+    slow_done = 0;
     g_mutex_unlock(&gate_lock);
 
     f->dir = g_dir_make_tmp("berth-rpc-XXXXXX", &error);
@@ -135,9 +141,19 @@ quit_loop(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+static void open_gate(void);
+
 static void
 fixture_stop(Fixture *f)
 {
+    /* Every slow reply is posted before the loop stops, so that the flush below delivers (or
+     * drops) it and nothing outlives the fixture. */
+    open_gate();
+    g_mutex_lock(&gate_lock);
+    while (slow_done < slow_started) {
+        g_cond_wait(&gate_cond, &gate_lock);
+    }
+    g_mutex_unlock(&gate_lock);
     g_main_context_invoke(f->ctx, quit_loop, f->loop);
     g_thread_join(f->thread);
     berth_rpc_server_free(f->server);
@@ -741,6 +757,28 @@ test_events_slow_reader(void)
     fixture_stop(&f);
 }
 
+/* A call that times out on the client; its late reply is skipped by the next call. */
+static void
+test_client_timeout(void)
+{
+    Fixture f = {0};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthClient) c = NULL;
+    g_autofree char *pong = NULL;
+
+    fixture_start(&f, NULL);
+    c = connect_ok(f.uri);
+    berth_client_set_call_timeout(c, 50);
+    g_assert_false(berth_client_call(c, "test.slow", NULL, NULL, &error));
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT);
+    open_gate();
+    berth_client_set_call_timeout(c, -1);
+    pong = call_ok(c, "agent.ping", NULL);
+    g_assert_cmpstr(pong, ==, "\"pong\"");
+    g_clear_pointer(&c, berth_client_free);
+    fixture_stop(&f);
+}
+
 /* A subscriber that goes away while events are being written to it: the write fails, the
  * connection closes from inside the event callback, and nothing else notices. */
 static void
@@ -905,6 +943,7 @@ main(int argc, char **argv)
     g_test_add_func("/rpc/server/events", test_events);
     g_test_add_func("/rpc/server/events-slow-reader", test_events_slow_reader);
     g_test_add_func("/rpc/server/subscriber-vanishes", test_subscriber_vanishes);
+    g_test_add_func("/rpc/client/timeout-skips-late-reply", test_client_timeout);
     g_test_add_func("/rpc/server/writer-that-never-reads", test_writer_never_reads);
     g_test_add_func("/rpc/server/concurrent-clients", test_concurrent);
     g_test_add_func("/rpc/server/listen-errors", test_listen_errors);
