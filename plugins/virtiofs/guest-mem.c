@@ -64,11 +64,6 @@ void vfs_guest_mem_unref(VfsGuestMem *mem)
     g_free(mem);
 }
 
-guint vfs_guest_mem_count(const VfsGuestMem *mem)
-{
-    return mem ? mem->n : 0;
-}
-
 static VfsGuestMem *mem_copy(const VfsGuestMem *old)
 {
     VfsGuestMem *mem = vfs_guest_mem_new();

@@ -25,7 +25,6 @@ typedef struct VfsGuestMem VfsGuestMem;
 VfsGuestMem *vfs_guest_mem_new(void);
 VfsGuestMem *vfs_guest_mem_ref(VfsGuestMem *mem);
 void vfs_guest_mem_unref(VfsGuestMem *mem);
-guint vfs_guest_mem_count(const VfsGuestMem *mem);
 
 /*
  * Returns a new table: @old (may be NULL) plus the region @desc mapped from @fd. Refuses empty,

@@ -171,11 +171,6 @@ gsize vfs_fe_mem_size(VfsFe *fe)
     return fe->mem_size;
 }
 
-guint vfs_fe_qsize(VfsFe *fe)
-{
-    return fe->qsize;
-}
-
 /* ---- messages ---- */
 
 gboolean vfs_fe_send_bytes(VfsFe *fe, const void *bytes, gsize len, const int *fds, guint nfds,
@@ -503,11 +498,6 @@ static guint16 load16(const guint16 *p)
 struct vring_desc *vfs_fe_desc(VfsFe *fe, guint qi)
 {
     return fe->q[qi].desc;
-}
-
-guint64 vfs_fe_desc_gpa(VfsFe *fe, guint qi)
-{
-    return fe->q[qi].ring_gpa;
 }
 
 void vfs_fe_set_avail_idx(VfsFe *fe, guint qi, guint16 idx)

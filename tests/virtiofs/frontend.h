@@ -94,11 +94,9 @@ guint vfs_fe_used_pending(VfsFe *fe, guint q);
 
 /* Raw ring access for hostile tests. */
 struct vring_desc *vfs_fe_desc(VfsFe *fe, guint q);
-guint64 vfs_fe_desc_gpa(VfsFe *fe, guint q);
 void vfs_fe_publish(VfsFe *fe, guint q, guint16 head);
 void vfs_fe_set_avail_idx(VfsFe *fe, guint q, guint16 idx);
 guint16 vfs_fe_used_idx(VfsFe *fe, guint q);
-guint vfs_fe_qsize(VfsFe *fe);
 
 /* FUSE requests: builds fuse_in_header + @arg + @data into @buf, returns the length. */
 gsize vfs_fe_fuse_build(guint8 *buf, guint32 opcode, guint64 nodeid, guint64 unique,

@@ -1,5 +1,8 @@
 /* Descriptor walking through the device: any split of headers, indirect tables, and hostile chains. */
+#include <gio/gio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "guest-mem.h"
 #include "vfs-test.h"
@@ -142,6 +145,57 @@ static void test_event_idx(void)
                                        sizeof(reply), 0, FALSE), >, 0);
     }
     vfs_test_down(&t);
+}
+
+/* Direct checks of guest address translation at the edges of a region and of the address space. */
+static void test_guest_mem_bounds(void)
+{
+    g_autoptr(GError) error = NULL;
+    int fd = memfd_create("vfs-test-mem", MFD_CLOEXEC);
+    g_assert_cmpint(ftruncate(fd, 1 << 20), ==, 0);
+    /* A region that ends 64 KiB below 2^64. */
+    guint64 top = G_MAXUINT64 - 0xffff;
+    VfsMemRegionDesc d = { top - 0x80000 + 1, 0x80000, 0x10000000, 0x1000 };
+    g_autoptr(VfsGuestMem) mem = vfs_guest_mem_add(NULL, &d, fd, &error);
+    g_assert_no_error(error);
+    guint64 contig;
+    guint8 *base = vfs_guest_mem_gpa(mem, d.gpa, 16, &contig);
+    g_assert_nonnull(base);
+    g_assert_cmpuint(contig, ==, 16);
+    /* The last byte, with a length that would wrap around the address space. */
+    guint8 *last = vfs_guest_mem_gpa(mem, d.gpa + d.size - 1, G_MAXUINT64, &contig);
+    g_assert_true(last == base + d.size - 1);
+    g_assert_cmpuint(contig, ==, 1);
+    g_assert_null(vfs_guest_mem_gpa(mem, d.gpa + d.size, 1, &contig));
+    g_assert_cmpuint(contig, ==, 0);
+    g_assert_null(vfs_guest_mem_gpa(mem, d.gpa - 1, 1, &contig));
+    g_assert_null(vfs_guest_mem_gpa(mem, G_MAXUINT64, 1, &contig));
+    /* User addresses: whole ranges only, no wrap. */
+    g_assert_nonnull(vfs_guest_mem_uva(mem, d.uva, d.size));
+    g_assert_null(vfs_guest_mem_uva(mem, d.uva, d.size + 1));
+    g_assert_null(vfs_guest_mem_uva(mem, d.uva + 8, G_MAXUINT64 - 4));
+    g_assert_null(vfs_guest_mem_uva(mem, d.uva - 1, 2));
+    /* A region reaching 2^64 exactly, or past the file, is refused. */
+    VfsMemRegionDesc wrap = { G_MAXUINT64 - 0xfff, 0x1000, 0x20000000, 0 };
+    g_assert_null(vfs_guest_mem_add(mem, &wrap, fd, &error));
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+    VfsMemRegionDesc big = { 0, 2 << 20, 0x30000000, 0 };
+    g_assert_null(vfs_guest_mem_add(mem, &big, fd, &error));
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+    /* Removing needs the exact region. */
+    VfsMemRegionDesc other = d;
+    other.size /= 2;
+    g_assert_null(vfs_guest_mem_remove(mem, &other, &error));
+    g_assert_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND);
+    g_clear_error(&error);
+    g_autoptr(VfsGuestMem) empty = vfs_guest_mem_remove(mem, &d, &error);
+    g_assert_no_error(error);
+    g_assert_null(vfs_guest_mem_gpa(empty, d.gpa, 1, &contig));
+    /* The first table still maps the region: requests in flight keep their buffers. */
+    g_assert_nonnull(vfs_guest_mem_gpa(mem, d.gpa, 1, &contig));
+    close(fd);
 }
 
 /* ---- hostile chains ---- */
@@ -406,6 +460,7 @@ int main(int argc, char **argv)
                          test_split_every_byte);
     g_test_add_data_func("/virtiofs/vq/split-at-every-byte-indirect", GINT_TO_POINTER(TRUE),
                          test_split_every_byte);
+    g_test_add_func("/virtiofs/guest-mem/bounds", test_guest_mem_bounds);
     g_test_add_func("/virtiofs/vq/direct-then-indirect", test_direct_then_indirect);
     g_test_add_func("/virtiofs/vq/buffers-span-two-regions", test_span_regions);
     g_test_add_func("/virtiofs/vq/zero-length-descriptors", test_zero_length_descriptors);
