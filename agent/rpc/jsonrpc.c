@@ -2,7 +2,6 @@
 #include "jsonrpc.h"
 
 #include <string.h>
-#include <yajl/yajl_gen.h>
 
 #include "../errors.h"
 
