@@ -351,6 +351,7 @@ conn_update(BerthRpcConn *conn)
 static void
 conn_handle(BerthRpcConn *conn, GIOCondition revents)
 {
+    BerthRpcTransport *t = conn->transport;
     gboolean throttled = !conn_may_take(conn);
 
     if (revents & G_IO_OUT) {
@@ -364,13 +365,11 @@ conn_handle(BerthRpcConn *conn, GIOCondition revents)
         berth_rpc_conn_close(conn);
         return;
     }
-    if (!throttled && !conn->read_eof && (revents & (G_IO_IN | G_IO_HUP))) {
-        conn_read(conn);
-        if (conn->closed) {
-            return;
-        }
-    } else if (!throttled && !conn->read_eof && conn->transport->ops->pending &&
-               conn->transport->ops->pending(conn->transport)) {
+    /* Read on input, on bytes the transport holds above the fd, and, for a transport with
+     * its own needs (a TLS handshake that must write before it reads), on any wake-up. */
+    if (!throttled && !conn->read_eof &&
+        ((revents & (G_IO_IN | G_IO_HUP)) ||
+         (t->ops->pending && t->ops->pending(t)) || (t->ops->extra_events && revents))) {
         conn_read(conn);
         if (conn->closed) {
             return;

@@ -20,7 +20,9 @@ typedef struct {
     gboolean (*pending)(BerthRpcTransport *t);
     /* Optional: conditions to poll on the fd besides the connection's own (G_IO_IN while it
      * wants requests, G_IO_OUT while output waits), e.g. G_IO_OUT while a TLS handshake or
-     * rekey must write before it can read again. */
+     * rekey must write before it can read again. A transport that has this hook gets a read()
+     * call on every wake-up of its connection (read returns WOULD_BLOCK when it has nothing),
+     * and queued output is written again when the fd is writable. */
     GIOCondition (*extra_events)(BerthRpcTransport *t);
     /* Closes the stream (the fd too); the struct stays valid until free(). */
     void (*close)(BerthRpcTransport *t);
