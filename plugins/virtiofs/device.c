@@ -131,11 +131,11 @@ static void pool_run(gpointer data, gpointer user_data)
 static void queue_mark_broken(VfsQueue *q, const GError *err, int bad_head)
 {
     g_warning("virtqueue %u is broken and no longer processed: %s", q->index, err->message);
+    fd_signal(q->err_fd);
     /* Even a malformed chain is given back, so that the guest does not wait for it forever. */
     if (bad_head >= 0) {
         request_complete(q, bad_head, 0);
     }
-    fd_signal(q->err_fd);
 }
 
 /* Drains the queue: pops every available chain and handles or dispatches it. */

@@ -1,6 +1,8 @@
 /* Descriptor walking through the device: any split of headers, indirect tables, and hostile chains. */
 #include <gio/gio.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -397,6 +399,13 @@ static void test_hostile(gconstpointer data)
 
     vfs_test_log_clear();
     vfs_test_up(&t, 0, &setup);
+    /* The queue's error fd hears of it too. */
+    int err_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    guint64 idx = Q, status = 1;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(vfs_fe_call(t.fe, VHOST_USER_SET_VRING_ERR, &idx, 8, &err_fd, 1, &status,
+                              &error));
+    g_assert_cmpuint(status, ==, 0);
     int head = h->build(t.fe);
     vfs_fe_kick(t.fe, Q);
     if (head >= 0) {
@@ -410,6 +419,13 @@ static void test_hostile(gconstpointer data)
         }
     }
     g_assert_true(vfs_device_queue_broken(t.dev, Q));
+    /* Signalled after the log line: once it fires, the report is complete. */
+    struct pollfd pfd = { .fd = err_fd, .events = POLLIN };
+    g_assert_cmpint(poll(&pfd, 1, VFS_TEST_TIMEOUT_MS), ==, 1);
+    eventfd_t v = 0;
+    g_assert_cmpint(eventfd_read(err_fd, &v), ==, 0);
+    g_assert_cmpuint(v, ==, 1);
+    close(err_fd);
     g_assert_true(vfs_test_log_contains(h->log));
     g_assert_true(vfs_test_log_contains("virtqueue 1 is broken"));
     g_assert_cmpuint(vfs_fe_used_pending(t.fe, Q), ==, 0);
@@ -419,7 +435,6 @@ static void test_hostile(gconstpointer data)
     g_assert_false(vfs_device_queue_broken(t.dev, 2));
     /* A broken queue still stops cleanly. */
     guint base;
-    g_autoptr(GError) error = NULL;
     g_assert_true(vfs_fe_queue_stop(t.fe, Q, &base, &error));
     g_assert_no_error(error);
     vfs_test_down(&t);
