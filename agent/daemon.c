@@ -475,9 +475,14 @@ berth_daemon_run(const BerthDaemonOptions *opts)
     rc = 0;
 
 out:
-    /* Order: no new requests, jobs finish, sinks drain, plugins stop; QEMU keeps running. */
-    g_clear_pointer(&core.server, berth_rpc_server_free);
+    /* Order: jobs finish (queued ones are cancelled; the main loop no longer runs, so no new
+     * request arrives), then the server and the plugin methods it holds go, sinks drain,
+     * plugins stop; QEMU keeps running. */
     g_clear_pointer(&core.sched, berth_scheduler_free);
+    /* Parked pool threads would keep their thread-local state (libxml2's) past exit. */
+    g_thread_pool_set_max_unused_threads(0);
+    g_thread_pool_stop_unused_threads();
+    g_clear_pointer(&core.server, berth_rpc_server_free);
     sinks_stop(&core);
     if (core.plugins) {
         berth_plugins_shutdown(core.plugins);

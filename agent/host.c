@@ -391,9 +391,14 @@ host_method_register(BerthPluginHandle *self, const BerthMethodSpec *spec, GErro
     m = g_new0(PluginMethod, 1);
     m->plugin = self;
     memcpy(&m->spec, spec, MIN(spec->struct_size, sizeof(m->spec)));
-    /* Plugins are never unloaded, so the method record lives as long as berthd. */
-    berth_rpc_server_add_method(core->server, spec->name, spec->modifies,
-                                plugin_method_handler, m);
+    if (!berth_rpc_server_add_method_full(core->server, spec->name, spec->modifies,
+                                          plugin_method_handler, m, g_free)) {
+        g_free(m);
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_EXISTS,
+                    "plugin '%s' registered method '%s', which exists already", self->name,
+                    spec->name);
+        return FALSE;
+    }
     return TRUE;
 }
 

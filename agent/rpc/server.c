@@ -24,6 +24,7 @@ typedef struct {
     gboolean modifies;
     BerthRpcHandler handler;
     gpointer data;
+    GDestroyNotify data_free;
 } RpcMethod;
 
 typedef struct {
@@ -48,6 +49,9 @@ method_free(gpointer p)
 {
     RpcMethod *m = p;
 
+    if (m->data_free) {
+        m->data_free(m->data);
+    }
     g_free(m->name);
     g_free(m);
 }
@@ -171,20 +175,35 @@ berth_rpc_server_n_clients(BerthRpcServer *server)
     return g_hash_table_size(server->conns);
 }
 
-void
-berth_rpc_server_add_method(BerthRpcServer *server, const char *name, gboolean modifies,
-                            BerthRpcHandler handler, gpointer data)
+gboolean
+berth_rpc_server_add_method_full(BerthRpcServer *server, const char *name, gboolean modifies,
+                                 BerthRpcHandler handler, gpointer data,
+                                 GDestroyNotify data_free)
 {
     RpcMethod *m;
 
-    g_return_if_fail(server && name && handler);
-    g_return_if_fail(!g_hash_table_contains(server->methods, name));
+    g_return_val_if_fail(server && name && handler, FALSE);
+    if (g_hash_table_contains(server->methods, name)) {
+        return FALSE;
+    }
     m = g_new0(RpcMethod, 1);
     m->name = g_strdup(name);
     m->modifies = modifies;
     m->handler = handler;
     m->data = data;
+    m->data_free = data_free;
     g_hash_table_insert(server->methods, m->name, m);
+    return TRUE;
+}
+
+void
+berth_rpc_server_add_method(BerthRpcServer *server, const char *name, gboolean modifies,
+                            BerthRpcHandler handler, gpointer data)
+{
+    gboolean added = berth_rpc_server_add_method_full(server, name, modifies, handler, data,
+                                                      NULL);
+
+    g_return_if_fail(added);
 }
 
 static gint

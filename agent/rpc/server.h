@@ -37,6 +37,11 @@ void berth_rpc_server_free(BerthRpcServer *server);
 /* Adds a method. @modifies: refused with access-denied on read-only listeners. */
 void berth_rpc_server_add_method(BerthRpcServer *server, const char *name, gboolean modifies,
                                  BerthRpcHandler handler, gpointer data);
+/* The same, with a destroy notify for @data (called when the server is freed); FALSE when a
+ * method of that name exists (nothing is added then). */
+gboolean berth_rpc_server_add_method_full(BerthRpcServer *server, const char *name,
+                                          gboolean modifies, BerthRpcHandler handler,
+                                          gpointer data, GDestroyNotify data_free);
 /* Sorted names of every method (g_strfreev). */
 char **berth_rpc_server_list_methods(BerthRpcServer *server);
 

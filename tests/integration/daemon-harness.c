@@ -10,6 +10,19 @@
 
 #include "build-config.h"
 
+/* The daemon of the running test, whose log a failing call prints. */
+static Daemon *current;
+
+static void
+print_log(void)
+{
+    g_autofree char *log = NULL;
+
+    if (current && g_file_get_contents(current->log, &log, NULL, NULL)) {
+        g_test_message("berthd log:\n%s", log);
+    }
+}
+
 Daemon *
 daemon_new(const char *testhv_keys)
 {
@@ -46,6 +59,7 @@ daemon_new(const char *testhv_keys)
                            etc, d->dir, d->dir, BERTH_BUILD_ROOT, d->domains, d->sock,
                            d->sock_ro, d->record, testhv_keys ? testhv_keys : "");
     g_assert_true(g_file_set_contents(d->conf, text, -1, &error));
+    current = d;
     return d;
 }
 
@@ -59,6 +73,8 @@ daemon_start(Daemon *d)
 
     g_subprocess_launcher_set_stderr_file_path(l, d->log);
     g_subprocess_launcher_setenv(l, "G_MESSAGES_DEBUG", "", TRUE);
+    g_subprocess_launcher_setenv(l, "LSAN_OPTIONS",
+                                 "suppressions=" BERTH_SOURCE_ROOT "/tests/lsan.supp", TRUE);
     d->proc = g_subprocess_launcher_spawn(l, &error, berthd, "--config", d->conf,
                                           "--foreground", NULL);
     g_assert_no_error(error);
@@ -69,17 +85,14 @@ daemon_start(Daemon *d)
         if (!g_subprocess_get_identifier(d->proc)) {
             break; /* berthd has exited */
         }
+        /* Both sockets: the read-only one is created right after the read-write one. */
         c = berth_client_connect(d->sock, &cerr);
-        if (c) {
+        if (c && g_file_test(d->sock_ro, G_FILE_TEST_EXISTS)) {
             return;
         }
         g_usleep(20 * 1000);
     }
-    {
-        g_autofree char *log = NULL;
-        g_file_get_contents(d->log, &log, NULL, NULL);
-        g_test_message("berthd log:\n%s", log ? log : "");
-    }
+    print_log();
     g_assert_not_reached();
 }
 
@@ -99,6 +112,9 @@ daemon_stop(Daemon *d)
     }
     g_subprocess_send_signal(d->proc, SIGTERM);
     g_assert_true(g_subprocess_wait(d->proc, NULL, &error));
+    if (!g_subprocess_get_if_exited(d->proc) || g_subprocess_get_exit_status(d->proc) != 0) {
+        print_log();
+    }
     g_assert_true(g_subprocess_get_if_exited(d->proc));
     g_assert_cmpint(g_subprocess_get_exit_status(d->proc), ==, 0);
     g_clear_object(&d->proc);
@@ -130,6 +146,9 @@ daemon_free(Daemon *d)
 
     if (!d) {
         return;
+    }
+    if (current == d) {
+        current = NULL;
     }
     if (d->proc) {
         g_subprocess_force_exit(d->proc);
@@ -170,6 +189,7 @@ call_ok(BerthClient *c, const char *method, const char *params)
 
     if (!berth_client_call(c, method, params, &result, &error)) {
         g_test_message("%s %s: %s", method, params ? params : "", error->message);
+        print_log();
     }
     g_assert_no_error(error);
     return result;

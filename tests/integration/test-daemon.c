@@ -166,6 +166,7 @@ test_readonly_socket(void)
     g_autoptr(Daemon) d = daemon_new(NULL);
     g_autoptr(BerthClient) rw = NULL;
     g_autoptr(BerthClient) ro = NULL;
+    g_autofree char *state = NULL;
 
     daemon_start(d);
     rw = daemon_connect(d, FALSE);
@@ -180,7 +181,8 @@ test_readonly_socket(void)
     }
     g_free(call_ok(ro, "domain.get", "{\"name\":\"web1\"}"));
     /* Nothing changed. */
-    g_assert_cmpstr(domain_state(ro, "web1", NULL), ==, "shutoff");
+    state = domain_state(ro, "web1", NULL);
+    g_assert_cmpstr(state, ==, "shutoff");
     daemon_stop(d);
 }
 
@@ -408,6 +410,7 @@ test_jobs_list_and_cancel(void)
     StartCall sc = { 0 };
     g_autofree char *jobs = NULL;
     g_autofree char *job = NULL;
+    g_autofree char *state = NULL;
     guint64 id = 0;
     gint64 end;
     GThread *t;
@@ -441,7 +444,8 @@ test_jobs_list_and_cancel(void)
         job = call_ok(c, "job.get", p);
         g_assert_nonnull(strstr(job, "\"state\":\"cancelled\""));
     }
-    g_assert_cmpstr(domain_state(c, "slow", NULL), ==, "shutoff");
+    state = domain_state(c, "slow", NULL);
+    g_assert_cmpstr(state, ==, "shutoff");
     daemon_stop(d);
 }
 

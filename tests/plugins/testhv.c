@@ -361,6 +361,10 @@ testhv_shutdown_plugin(gpointer priv)
 
     /* The "VMs" keep running, as QEMU does when berthd stops. */
     record(hv, "plugin-shutdown");
+    g_hash_table_unref(hv->vms);
+    g_cond_clear(&hv->exited);
+    g_mutex_clear(&hv->lock);
+    g_free(hv);
 }
 
 static const BerthConfigKey testhv_keys[] = {

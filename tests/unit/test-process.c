@@ -82,6 +82,7 @@ test_spawn_log_and_fds(void)
     g_autofree char *log = g_build_filename(dir, "out.log", NULL);
     g_autofree char *text = NULL;
     g_autofree char *script = NULL;
+    g_autofree char *ps = NULL;
     int keep = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int leak = open("/dev/null", O_RDONLY); /* not close-on-exec: must still not leak */
     int keep_fds[1] = { keep };
@@ -106,7 +107,8 @@ test_spawn_log_and_fds(void)
     g_assert_nonnull(strstr(text, "hello\n"));
     g_assert_nonnull(strstr(text, "kept\n"));
     g_assert_null(strstr(text, "leaked"));
-    if (g_find_program_in_path("ps")) {
+    ps = g_find_program_in_path("ps");
+    if (ps) {
         g_assert_nonnull(strstr(text, "own-session"));
     }
     close(keep);
