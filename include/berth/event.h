@@ -10,7 +10,7 @@ G_BEGIN_DECLS
  * One event. Publishers fill @object_kind, @object_name, @object_uuid (may be NULL), @type and
  * @detail_json (a JSON object as text, or NULL for "{}"); the bus assigns @seq and
  * @timestamp_us. Subscribers get a read-only event that lives until their callback returns
- * (berth_event_copy() in sinks keeps one longer).
+ * (a sink that needs it longer copies the fields it needs).
  *
  * Object kinds: "agent", "domain", "nodedev", "job". Event types use libvirt's vocabulary as
  * kebab-case names, e.g. "domain-defined", "domain-undefined", "domain-started",

@@ -549,7 +549,6 @@ test_startup_failures(void)
 {
     g_autoptr(Daemon) d = daemon_new("no_such_key=1\n");
     g_autofree char *berthd = g_build_filename(BERTH_BUILD_ROOT, "agent", "berthd", NULL);
-    g_autofree char *out = NULL;
     const char *argv[] = { berthd, "--config", d->conf, NULL };
     g_autoptr(GError) error = NULL;
     g_autoptr(GSubprocess) p = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);

@@ -103,6 +103,7 @@ test_uuid_conflicts(Fixture *f, gconstpointer data)
     BerthDomain *d;
 
     g_assert_no_error(error);
+    g_assert_nonnull(da);
     d = berth_registry_define(f->reg, a2, strlen(a2), 0, &error);
     g_assert_null(d);
     g_assert_error(error, BERTH_ERROR, BERTH_ERROR_EXISTS);
