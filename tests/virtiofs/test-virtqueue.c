@@ -18,7 +18,6 @@
 static void check_echo(VfsTest *t, guint32 arg_len, guint32 split, gboolean indirect)
 {
     g_autofree guint8 *arg = g_malloc(arg_len);
-    g_autofree guint8 *req = g_malloc(sizeof(struct fuse_in_header) + arg_len);
     guint32 reply_len = sizeof(struct fuse_out_header) + sizeof(struct fuse_in_header) + arg_len;
     g_autofree guint8 *reply = g_malloc(reply_len);
 
