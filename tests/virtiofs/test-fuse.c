@@ -418,7 +418,7 @@ static void test_names_refused(Fixture *f, gconstpointer data)
 
 static void test_create_write_read(Fixture *f, gconstpointer data)
 {
-    guint64 node, fh, fh2;
+    guint64 node = 0, fh = 0, fh2 = 0;
     const char *text = "The quick brown fox jumps over the lazy dog";
 
     g_assert_cmpint(do_create(f, FUSE_ROOT_ID, "new", O_RDWR, &node, &fh), ==, 0);
@@ -455,7 +455,7 @@ static void test_create_write_read(Fixture *f, gconstpointer data)
 
     /* O_EXCL on an existing name fails; without it CREATE opens the file. */
     g_assert_cmpint(do_create(f, FUSE_ROOT_ID, "new", O_RDWR | O_EXCL, &node, &fh2), ==, -EEXIST);
-    guint64 node2;
+    guint64 node2 = 0;
     g_assert_cmpint(do_create(f, FUSE_ROOT_ID, "new", O_RDWR, &node2, &fh2), ==, 0);
     g_assert_cmpuint(node2, ==, node);
     g_assert_cmpint(do_release(f, FUSE_RELEASE, node, fh2), ==, 0);
@@ -523,7 +523,7 @@ static void test_create_as_caller(Fixture *f, gconstpointer data)
 
 static void test_write_size_checks(Fixture *f, gconstpointer data)
 {
-    guint64 node, fh;
+    guint64 node = 0, fh = 0;
 
     g_assert_cmpint(do_create(f, FUSE_ROOT_ID, "w", O_RDWR, &node, &fh), ==, 0);
     /* size says more than the request carries. */
@@ -538,7 +538,7 @@ static void test_write_size_checks(Fixture *f, gconstpointer data)
     req_add(b, &in, sizeof(in));
     g_assert_cmpint(reply_check(f, req_send(f, b)), ==, -EINVAL);
     /* A directory handle is not a file handle. */
-    guint64 dfh;
+    guint64 dfh = 0;
     g_assert_cmpint(do_open(f, FUSE_OPENDIR, FUSE_ROOT_ID, O_RDONLY, &dfh), ==, 0);
     g_assert_cmpint(do_write(f, node, dfh, 0, "x", 1), ==, -EBADF);
     g_assert_cmpint(do_read(f, node, dfh, 0, 1), ==, -EBADF);
@@ -612,7 +612,7 @@ static void test_split_lookup(Fixture *f, gconstpointer data)
 
 static void test_split_write_read(Fixture *f, gconstpointer data)
 {
-    guint64 node, fh;
+    guint64 node = 0, fh = 0;
     guint8 payload[97];
 
     for (size_t i = 0; i < sizeof(payload); i++) {
@@ -718,7 +718,7 @@ static void test_short_buffers(Fixture *f, gconstpointer data)
     }
 
     /* A READ bigger than the reply buffers is cut to them. */
-    guint64 fh;
+    guint64 fh = 0;
     g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)node, O_RDONLY, &fh), ==, 0);
     struct fuse_read_in rin = { .fh = fh, .size = 4096 };
     b = req_new(f, FUSE_READ, (guint64)node);
@@ -751,7 +751,7 @@ static gint cmp_names(gconstpointer a, gconstpointer b)
 static GPtrArray *list_dir(Fixture *f, guint64 node, guint32 opcode, guint32 size,
                            GArray *nodeids)
 {
-    guint64 fh;
+    guint64 fh = 0;
     GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
     guint64 off = 0;
     guint calls = 0;
@@ -808,7 +808,7 @@ static void test_mkdir_readdir(Fixture *f, gconstpointer data)
     g_assert_cmpint(do_mkdir(f, FUSE_ROOT_ID, "d"), ==, -EEXIST);
     for (int i = 0; i < 40; i++) {
         g_autofree char *name = g_strdup_printf("file-%02d-with-a-longer-name", i);
-        guint64 node, fh;
+        guint64 node = 0, fh = 0;
         g_assert_cmpint(do_create(f, (guint64)dir, name, O_WRONLY, &node, &fh), ==, 0);
         g_assert_cmpint(do_release(f, FUSE_RELEASE, node, fh), ==, 0);
     }
@@ -844,7 +844,7 @@ static void test_mkdir_readdir(Fixture *f, gconstpointer data)
         }
     }
     /* OPENDIR of a file, READDIR with a bad handle. */
-    guint64 fh;
+    guint64 fh = 0;
     host_write(f, "plain", "");
     gint64 plain = do_lookup(f, FUSE_ROOT_ID, "plain", NULL);
     g_assert_cmpint(do_open(f, FUSE_OPENDIR, (guint64)plain, O_RDONLY, &fh), ==, -ENOTDIR);
@@ -858,7 +858,7 @@ static void test_rename_unlink_rmdir(Fixture *f, gconstpointer data)
 {
     gint64 a = do_mkdir(f, FUSE_ROOT_ID, "a");
     gint64 bdir = do_mkdir(f, FUSE_ROOT_ID, "b");
-    guint64 node, fh;
+    guint64 node = 0, fh = 0;
 
     g_assert_cmpint(do_create(f, (guint64)a, "f", O_WRONLY, &node, &fh), ==, 0);
     g_assert_cmpint(do_release(f, FUSE_RELEASE, node, fh), ==, 0);
@@ -946,7 +946,7 @@ static void test_escape_refused(Fixture *f, gconstpointer data)
         /* The node is the link itself, not what it points to. */
         g_assert_true(S_ISLNK(e.attr.mode));
         g_assert_cmpint(do_lookup(f, (guint64)node, "secret", NULL), ==, -ENOTDIR);
-        guint64 fh, n2;
+        guint64 fh = 0, n2 = 0;
         g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)node, O_RDONLY, &fh), ==, -ELOOP);
         g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)node, O_RDWR | O_TRUNC, &fh), ==, -ELOOP);
         g_assert_cmpint(do_open(f, FUSE_OPENDIR, (guint64)node, O_RDONLY, &fh), ==, -ENOTDIR);
@@ -983,14 +983,14 @@ static void test_escape_refused(Fixture *f, gconstpointer data)
     g_autofree char *fifo = host_path(f, "fifo");
     g_assert_cmpint(mkfifo(fifo, 0644), ==, 0);
     gint64 fnode = do_lookup(f, FUSE_ROOT_ID, "fifo", NULL);
-    guint64 fh, n2;
+    guint64 fh = 0, n2 = 0;
     g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)fnode, O_RDONLY, &fh), ==, -EACCES);
     g_assert_cmpint(do_create(f, FUSE_ROOT_ID, "fifo", O_RDONLY, &n2, &fh), ==, -EACCES);
 }
 
 static void test_setattr(Fixture *f, gconstpointer data)
 {
-    guint64 node, fh;
+    guint64 node = 0, fh = 0;
     g_autofree char *p = host_path(f, "attr");
     struct stat st;
 
@@ -1098,7 +1098,7 @@ static void test_forget(Fixture *f, gconstpointer data)
 
 static void test_readonly(Fixture *f, gconstpointer data)
 {
-    guint64 node, fh;
+    guint64 node = 0, fh = 0;
 
     host_write(f, "ro", "read only");
     gint64 n = do_lookup(f, FUSE_ROOT_ID, "ro", NULL);
@@ -1135,7 +1135,7 @@ static void test_max_open_fds(Fixture *f, gconstpointer data)
     }
     g_assert_cmpuint(nodes->len, ==, 7);
     g_assert_cmpint(enfile, ==, 5);
-    guint64 fh;
+    guint64 fh = 0;
     g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)g_array_index(nodes, gint64, 0), O_RDONLY,
                             &fh), ==, -ENFILE);
     /* Forgetting gives the fds back. */
@@ -1150,7 +1150,7 @@ static void test_destroy(Fixture *f, gconstpointer data)
 {
     host_write(f, "x", "x");
     gint64 x = do_lookup(f, FUSE_ROOT_ID, "x", NULL);
-    guint64 fh;
+    guint64 fh = 0;
     g_assert_cmpint(do_open(f, FUSE_OPEN, (guint64)x, O_RDONLY, &fh), ==, 0);
 
     GByteArray *b = req_new(f, FUSE_DESTROY, 0);
