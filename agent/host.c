@@ -287,54 +287,18 @@ plugin_method_done(BerthJob *job, gpointer data)
     }
 }
 
-/* Serializes a yajl tree back to text: plugins get their params as JSON text. */
-static void
-gen_value(yajl_gen g, yajl_val v)
-{
-    if (!v || YAJL_IS_NULL(v)) {
-        yajl_gen_null(g);
-    } else if (YAJL_IS_STRING(v)) {
-        yajl_gen_string(g, (const unsigned char *) v->u.string, strlen(v->u.string));
-    } else if (YAJL_IS_NUMBER(v)) {
-        yajl_gen_number(g, v->u.number.r, strlen(v->u.number.r));
-    } else if (YAJL_IS_TRUE(v)) {
-        yajl_gen_bool(g, 1);
-    } else if (YAJL_IS_FALSE(v)) {
-        yajl_gen_bool(g, 0);
-    } else if (YAJL_IS_OBJECT(v)) {
-        yajl_gen_map_open(g);
-        for (gsize i = 0; i < v->u.object.len; i++) {
-            yajl_gen_string(g, (const unsigned char *) v->u.object.keys[i],
-                            strlen(v->u.object.keys[i]));
-            gen_value(g, v->u.object.values[i]);
-        }
-        yajl_gen_map_close(g);
-    } else if (YAJL_IS_ARRAY(v)) {
-        yajl_gen_array_open(g);
-        for (gsize i = 0; i < v->u.array.len; i++) {
-            gen_value(g, v->u.array.values[i]);
-        }
-        yajl_gen_array_close(g);
-    }
-}
-
+/* Plugins get their params as JSON text. */
 char *
 berth_json_from_tree(yajl_val v)
 {
-    yajl_gen g = yajl_gen_alloc(NULL);
-    const unsigned char *buf;
-    size_t len;
-    char *out;
+    GString *out;
 
     if (!v) {
-        yajl_gen_free(g);
         return g_strdup("{}");
     }
-    gen_value(g, v);
-    yajl_gen_get_buf(g, &buf, &len);
-    out = g_strndup((const char *) buf, len);
-    yajl_gen_free(g);
-    return out;
+    out = g_string_new(NULL);
+    berth_rpc_json_append_value(out, v);
+    return g_string_free(out, FALSE);
 }
 
 static void

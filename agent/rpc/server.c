@@ -94,22 +94,7 @@ berth_rpc_server_new(GMainContext *ctx, BerthBus *bus, const BerthRpcLimits *lim
     server->limits.event_queue_len = 1024;
     server->limits.max_output = 8 * 1024 * 1024;
     if (limits) {
-        /* A zero field keeps its default, so callers set only what they change. */
-        if (limits->max_request) {
-            server->limits.max_request = limits->max_request;
-        }
-        if (limits->max_clients) {
-            server->limits.max_clients = limits->max_clients;
-        }
-        if (limits->max_pending) {
-            server->limits.max_pending = limits->max_pending;
-        }
-        if (limits->event_queue_len) {
-            server->limits.event_queue_len = limits->event_queue_len;
-        }
-        if (limits->max_output) {
-            server->limits.max_output = limits->max_output;
-        }
+        berth_rpc_server_set_limits(server, limits);
     }
     server->methods = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, method_free);
     server->listeners = g_ptr_array_new_with_free_func(listener_free);
