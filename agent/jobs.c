@@ -580,7 +580,10 @@ berth_scheduler_free(BerthScheduler *sched)
     sched->stopping = TRUE;
     g_hash_table_iter_init(&iter, sched->active);
     while (g_hash_table_iter_next(&iter, NULL, (gpointer *) &job)) {
-        if (berth_job_get_state(job) == BERTH_JOB_QUEUED) {
+        /* Running jobs too: a shutdown waiting on a guest that ignores it must not keep
+         * berthd from stopping (the domain itself keeps running). */
+        BerthJobState st = berth_job_get_state(job);
+        if (st == BERTH_JOB_QUEUED || st == BERTH_JOB_RUNNING) {
             g_array_append_val(queued, job->id);
         }
     }

@@ -25,7 +25,8 @@ typedef void (*BerthJobDoneFunc)(BerthJob *job, gpointer data);
  * priority workers do); it keeps the last @history finished jobs for job.list/job.get. @bus
  * (may be NULL, else it outlives the scheduler) gets a "job-finished" event per finished job. */
 BerthScheduler *berth_scheduler_new(guint max_workers, guint history, BerthBus *bus);
-/* Cancels queued jobs, waits for running ones, frees. Accepts NULL. */
+/* Cancels queued and running jobs, waits for the running ones to return, frees. Accepts
+ * NULL. */
 void berth_scheduler_free(BerthScheduler *sched);
 
 /*

@@ -385,6 +385,34 @@ test_destroy_interrupts_shutdown(void)
     daemon_stop(d);
 }
 
+/* SIGTERM while a shutdown waits on a guest that ignores it: berthd still stops at once, and
+ * the domain keeps running. */
+static void
+test_sigterm_during_hung_shutdown(void)
+{
+    g_autoptr(Daemon) d = daemon_new("hang_shutdown=true\n");
+    g_autoptr(BerthClient) c = NULL;
+    ShutdownCall sc = { 0 };
+    GThread *t;
+    int pid;
+
+    daemon_start(d);
+    c = daemon_connect(d, FALSE);
+    g_free(define(c, "web1"));
+    g_free(call_ok(c, "domain.start", "{\"name\":\"web1\"}"));
+    pid = domain_pid(d, "web1");
+    sc.d = d;
+    t = g_thread_new("shutdown", shutdown_thread, &sc);
+    wait_state(c, "web1", "shutdown");
+    daemon_stop(d);
+    g_thread_join(t);
+    /* The waiting call ended (cancelled, or its connection closed), never hung. */
+    g_assert_nonnull(sc.error);
+    g_clear_error(&sc.error);
+    g_assert_cmpint(pid, >, 0);
+    g_assert_cmpint(kill(pid, 0), ==, 0);
+}
+
 typedef struct {
     Daemon *d;
     GError *error;
@@ -587,6 +615,7 @@ main(int argc, char **argv)
     g_test_add_func("/daemon/sighup-rereads-domains", test_sighup_rereads_domains);
     g_test_add_func("/daemon/autostart", test_autostart);
     g_test_add_func("/daemon/destroy-interrupts-shutdown", test_destroy_interrupts_shutdown);
+    g_test_add_func("/daemon/sigterm-during-hung-shutdown", test_sigterm_during_hung_shutdown);
     g_test_add_func("/daemon/jobs/list-and-cancel", test_jobs_list_and_cancel);
     g_test_add_func("/daemon/plugin-method-event", test_plugin_method_event);
     g_test_add_func("/daemon/events/since", test_events_since);
