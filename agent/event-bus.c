@@ -415,6 +415,38 @@ berth_bus_last_seq(BerthBus *bus)
     return seq;
 }
 
+/* Queues for @sub every ring event with seq > @since, after a lost marker for what the ring no
+ * longer holds; caller holds bus->lock. */
+static void
+sub_replay(BerthBus *bus, BerthBusSub *sub, guint64 since, guint64 *missed)
+{
+    guint64 oldest = bus->ring_count ? bus->ring[ring_oldest(bus)]->seq : bus->seq + 1;
+
+    if (oldest > since + 1) {
+        /* The marker for the gap comes first, before the replayed events. */
+        sub->pending_count = oldest - since - 1;
+        sub->pending_first = since + 1;
+        sub->pending_last = oldest - 1;
+        sub->lost_total = sub->pending_count;
+        g_atomic_int_set(&sub->pending, 1);
+        if (missed) {
+            *missed = sub->pending_count;
+        }
+    }
+    for (guint i = 0, idx = ring_oldest(bus); i < bus->ring_count; i++) {
+        const BerthEvent *ev = bus->ring[idx];
+
+        idx = idx + 1 == bus->ring_size ? 0 : idx + 1;
+        if (ev->seq <= since) {
+            continue;
+        }
+        /* The ring holds a reference, so this unref never frees under the lock. */
+        if (!sub_push(sub, berth_event_ref(ev), NULL)) {
+            berth_event_unref(ev);
+        }
+    }
+}
+
 BerthBusSub *
 berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *missed)
 {
@@ -439,32 +471,11 @@ berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *miss
     }
 
     g_mutex_lock(&bus->lock);
-    if (since > 0 && since < bus->seq) {
-        guint64 oldest = bus->ring_count ? bus->ring[ring_oldest(bus)]->seq : bus->seq + 1;
-
-        if (oldest > since + 1) {
-            /* The marker for the gap comes first, before the replayed events. */
-            sub->pending_count = oldest - since - 1;
-            sub->pending_first = since + 1;
-            sub->pending_last = oldest - 1;
-            sub->lost_total = sub->pending_count;
-            g_atomic_int_set(&sub->pending, 1);
-            if (missed) {
-                *missed = sub->pending_count;
-            }
-        }
-        for (guint i = 0, idx = ring_oldest(bus); i < bus->ring_count; i++) {
-            const BerthEvent *ev = bus->ring[idx];
-
-            idx = idx + 1 == bus->ring_size ? 0 : idx + 1;
-            if (ev->seq <= since) {
-                continue;
-            }
-            /* The ring holds a reference, so this unref never frees under the lock. */
-            if (!sub_push(sub, berth_event_ref(ev), NULL)) {
-                berth_event_unref(ev);
-            }
-        }
+    if (since == BERTH_BUS_SINCE_START && bus->seq > 0) {
+        /* Everything after seq 0: a client that has seen nothing yet. */
+        sub_replay(bus, sub, 0, missed);
+    } else if (since > 0 && since < bus->seq) {
+        sub_replay(bus, sub, since, missed);
     }
     g_ptr_array_add(bus->subs, sub);
     g_mutex_unlock(&bus->lock);

@@ -29,6 +29,10 @@ guint64 berth_bus_last_seq(BerthBus *bus);
  * are gone and the first event the subscriber pops is an "events-lost" marker with that count.
  */
 BerthBusSub *berth_bus_subscribe(BerthBus *bus, guint queue_len, guint64 since, guint64 *missed);
+/* For berth_bus_subscribe's @since: everything the ring holds, from the first event on (a
+ * client that has seen nothing yet); *missed counts what the ring no longer holds. */
+#define BERTH_BUS_SINCE_START G_MAXUINT64
+
 /* Removes the subscription and frees it (queued events are dropped). Accepts NULL. */
 void berth_bus_unsubscribe(BerthBusSub *sub);
 

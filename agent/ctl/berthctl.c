@@ -634,11 +634,14 @@ cmd_events(Ctl *ctl, const Command *cmd, int argc, char **argv)
     if (!follow && !since_text) {
         return usage_error(cmd, "'events' needs --follow, --since N, or both");
     }
-    g_string_append_printf(params, "\"since\":%" G_GUINT64_FORMAT, since);
+    /* Without --since: only new events; --since 0: everything berthd still holds. */
+    if (since_text) {
+        g_string_append_printf(params, "\"since\":%" G_GUINT64_FORMAT, since);
+    }
     /* Following: the server filters. Replaying only: filter here, so that the last event
      * (which tells the replay is complete) is seen even when the filter would drop it. */
     if (follow && (type || object)) {
-        g_string_append(params, ",\"filter\":{");
+        g_string_append_printf(params, "%s\"filter\":{", since_text ? "," : "");
         if (type) {
             g_autofree char *t = berth_rpc_json_string(type);
 
@@ -673,9 +676,8 @@ cmd_events(Ctl *ctl, const Command *cmd, int argc, char **argv)
         yajl_tree_free(tree);
     }
 
-    /* Replay what the agent holds up to last_seq (since 0 replays nothing: it means "from
-     * now on" to the bus); then stop, or follow. */
-    while (follow || (since > 0 && since < last_seq)) {
+    /* Replay what the agent holds up to last_seq; then stop, or follow. */
+    while (follow || (since_text && since < last_seq)) {
         g_autofree char *method = NULL;
         g_autofree char *note = NULL;
         guint64 seq = 0;
@@ -737,8 +739,8 @@ static const Command commands[] = {
     {"events", "events.subscribe", "[--follow] [--since N] [--type T] [--object NAME]",
      "Print events: those after N that berthd still holds, and/or new ones as they come.",
      "  --follow        keep printing new events until interrupted\n"
-     "  --since N       first replay the events with a sequence number above N (N >= 1;\n"
-     "                  0 means only new events)\n"
+     "  --since N       first replay the events with a sequence number above N that\n"
+     "                  berthd still holds (0: all of them); without it, only new events\n"
      "  --type T        only events of type T (e.g. domain-started)\n"
      "  --object NAME   only events about the object NAME (e.g. a domain)\n"
      "One line per event: SEQ TIMESTAMP KIND/NAME TYPE DETAIL; with --json, one event\n"

@@ -145,6 +145,8 @@ subscribe_handler(BerthRpcCall *call, yajl_val params, gpointer data)
     BerthRpcServer *server = conn->server;
     g_autoptr(GError) error = NULL;
     gint64 since = 0;
+    guint64 since_bus;
+    const char *since_path[] = {"since", NULL};
     yajl_val filter = NULL;
     const char *kind = NULL, *name = NULL, *type = NULL;
     guint64 missed = 0;
@@ -183,7 +185,13 @@ subscribe_handler(BerthRpcCall *call, yajl_val params, gpointer data)
     s->kind = g_strdup(kind);
     s->name = g_strdup(name);
     s->type = g_strdup(type);
-    s->sub = berth_bus_subscribe(server->bus, server->limits.event_queue_len, (guint64) since,
+    /* A present since 0: the client has seen nothing and wants what the ring holds. */
+    if (since == 0 && params && yajl_tree_get(params, since_path, yajl_t_any)) {
+        since_bus = BERTH_BUS_SINCE_START;
+    } else {
+        since_bus = (guint64) since;
+    }
+    s->sub = berth_bus_subscribe(server->bus, server->limits.event_queue_len, since_bus,
                                  &missed);
     g_ptr_array_add(conn->subs, s);
     /* The reply goes out now, the first notification from a later loop iteration: the client

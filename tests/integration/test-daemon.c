@@ -529,6 +529,15 @@ test_events_since(void)
     g_assert_nonnull(strstr(e1, "\"name\":\"a1\""));
     e2 = wait_event(late, "domain-defined");
     g_assert_nonnull(strstr(e2, "\"name\":\"a2\""));
+    {
+        /* since 0: a client that saw nothing gets the whole ring, from seq 1 on. */
+        g_autoptr(BerthClient) fresh = daemon_connect(d, TRUE);
+        g_autofree char *sub0 = call_ok(fresh, "events.subscribe", "{\"since\":0}");
+        g_autofree char *first = wait_event(fresh, "domain-defined");
+        g_assert_nonnull(strstr(sub0, "\"missed\":0"));
+        g_assert_nonnull(strstr(first, "\"name\":\"a0\""));
+        g_assert_nonnull(strstr(first, "\"seq\":1,"));
+    }
     daemon_stop(d);
 }
 

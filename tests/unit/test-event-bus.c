@@ -292,6 +292,28 @@ test_resume_since(void)
     g_assert_cmpuint(missed, ==, 0);
     g_assert_null(berth_bus_sub_pop(sub, 0));
     berth_bus_unsubscribe(sub);
+
+    /* From the start: the ring (14..21), after a marker for 1..13 that it no longer holds. */
+    sub = berth_bus_subscribe(bus, 64, BERTH_BUS_SINCE_START, &missed);
+    g_assert_cmpuint(missed, ==, 13);
+    assert_pop_marker(sub, 13, 1, 13);
+    for (guint64 seq = 14; seq <= 21; seq++) {
+        assert_pop_seq(sub, seq);
+    }
+    g_assert_null(berth_bus_sub_pop(sub, 0));
+    berth_bus_unsubscribe(sub);
+    berth_bus_free(bus);
+
+    /* From the start on a bus whose ring still holds seq 1: no marker, everything. */
+    bus = berth_bus_new(8);
+    publish_simple(bus, "web1", NULL);
+    publish_simple(bus, "web1", NULL);
+    sub = berth_bus_subscribe(bus, 64, BERTH_BUS_SINCE_START, &missed);
+    g_assert_cmpuint(missed, ==, 0);
+    assert_pop_seq(sub, 1);
+    assert_pop_seq(sub, 2);
+    g_assert_null(berth_bus_sub_pop(sub, 0));
+    berth_bus_unsubscribe(sub);
     berth_bus_free(bus);
 
     /* Without a ring everything since N is missed. */
