@@ -156,6 +156,7 @@ typedef struct {
     char *name;
     char *xml;       /* domain.define */
     guint flags;     /* start/shutdown/destroy flags, or parse flags for define */
+    int op;          /* LifecycleOp, for job_lifecycle */
 } DomainJob;
 
 static void
@@ -309,125 +310,132 @@ typedef enum {
     OP_LAST
 } LifecycleOp;
 
-static const char *const op_methods[OP_LAST] = {
-    "domain.start", "domain.shutdown", "domain.destroy", "domain.suspend", "domain.resume",
-    "domain.reboot",
+/* The state an operation needs the domain in. */
+typedef enum {
+    NEED_INACTIVE,
+    NEED_ACTIVE,
+    NEED_RUNNING,
+    NEED_PAUSED,
+} StateNeed;
+
+static const struct {
+    const char *method;
+    StateNeed need;
+} op_info[OP_LAST] = {
+    [OP_START] = { "domain.start", NEED_INACTIVE },
+    [OP_SHUTDOWN] = { "domain.shutdown", NEED_ACTIVE },
+    [OP_DESTROY] = { "domain.destroy", NEED_ACTIVE },
+    [OP_SUSPEND] = { "domain.suspend", NEED_RUNNING },
+    [OP_RESUME] = { "domain.resume", NEED_PAUSED },
+    [OP_REBOOT] = { "domain.reboot", NEED_ACTIVE },
 };
 
 static gboolean
-lifecycle_job(BerthJob *job, DomainJob *dj, LifecycleOp op, GError **error)
+state_check(BerthDomain *dom, StateNeed need, GError **error)
 {
-    BerthPluginHandle *hv = berth_core_hypervisor(dj->core, error);
-    const BerthHypervisorOps *ops;
-    g_autoptr(BerthDomain) dom = NULL;
-    g_autoptr(BerthDomainDef) def = NULL;
-    BerthDomainInfo info;
-    gboolean ok = FALSE;
-    gboolean (*fn)(gpointer, BerthJob *, const BerthDomainDef *, GError **) = NULL;
+    BerthDomainState state = berth_domain_get_info(dom).state;
+    const char *name = berth_domain_get_name(dom);
+    const char *problem = NULL;
 
-    if (!hv) {
+    switch (need) {
+    case NEED_INACTIVE:
+        problem = berth_domain_is_active(dom) ? "is already active" : NULL;
+        break;
+    case NEED_ACTIVE:
+        problem = berth_domain_is_active(dom) ? NULL : "is not running";
+        break;
+    case NEED_RUNNING:
+        problem = state == BERTH_DOMAIN_RUNNING ? NULL : "is not running";
+        break;
+    case NEED_PAUSED:
+        problem = state == BERTH_DOMAIN_PAUSED ? NULL : "is not paused";
+        break;
+    }
+    if (problem) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE, "domain '%s' %s", name,
+                    problem);
         return FALSE;
     }
-    ops = hv->plugin->ops;
-    dom = berth_registry_lookup(dj->core->registry, dj->name, error);
-    if (!dom) {
-        return FALSE;
-    }
-    /* The state is checked inside the job: the job before this one may have changed it. */
-    info = berth_domain_get_info(dom);
+    return TRUE;
+}
+
+/* Calls the plugin's op for @op; sets *@supported FALSE (and returns FALSE) when it has none. */
+static gboolean
+call_op(const BerthHypervisorOps *ops, gpointer priv, LifecycleOp op, BerthJob *job,
+        const BerthDomainDef *def, guint flags, gboolean *supported, GError **error)
+{
+    *supported = TRUE;
     switch (op) {
     case OP_START:
-        if (berth_domain_is_active(dom)) {
-            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
-                        "domain '%s' is already active", dj->name);
-            return FALSE;
+        if (ops->domain_start) {
+            return ops->domain_start(priv, job, def, flags, error);
+        }
+        break;
+    case OP_SHUTDOWN:
+        if (ops->domain_shutdown) {
+            return ops->domain_shutdown(priv, job, def, flags, error);
+        }
+        break;
+    case OP_DESTROY:
+        if (ops->domain_destroy) {
+            return ops->domain_destroy(priv, job, def, flags, error);
         }
         break;
     case OP_SUSPEND:
-        if (info.state != BERTH_DOMAIN_RUNNING) {
-            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
-                        "domain '%s' is not running", dj->name);
-            return FALSE;
+        if (ops->domain_suspend) {
+            return ops->domain_suspend(priv, job, def, error);
         }
-        fn = ops->domain_suspend;
         break;
     case OP_RESUME:
-        if (info.state != BERTH_DOMAIN_PAUSED) {
-            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
-                        "domain '%s' is not paused", dj->name);
-            return FALSE;
+        if (ops->domain_resume) {
+            return ops->domain_resume(priv, job, def, error);
         }
-        fn = ops->domain_resume;
         break;
     case OP_REBOOT:
-        fn = ops->domain_reboot;
-        G_GNUC_FALLTHROUGH;
-    default:
-        if (!berth_domain_is_active(dom)) {
-            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
-                        "domain '%s' is not running", dj->name);
-            return FALSE;
+        if (ops->domain_reboot) {
+            return ops->domain_reboot(priv, job, def, error);
         }
         break;
-    }
-    def = berth_domain_get_def(dom);
-    switch (op) {
-    case OP_START:
-        if (!ops->domain_start) {
-            break;
-        }
-        ok = ops->domain_start(hv->priv, job, def, dj->flags, error);
-        goto done;
-    case OP_SHUTDOWN:
-        if (!ops->domain_shutdown) {
-            break;
-        }
-        ok = ops->domain_shutdown(hv->priv, job, def, dj->flags, error);
-        goto done;
-    case OP_DESTROY:
-        if (!ops->domain_destroy) {
-            break;
-        }
-        ok = ops->domain_destroy(hv->priv, job, def, dj->flags, error);
-        goto done;
     default:
-        if (!fn) {
-            break;
-        }
-        ok = fn(hv->priv, job, def, error);
-        goto done;
+        break;
     }
-    g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                "hypervisor plugin '%s' does not support %s", hv->name, op_methods[op]);
+    *supported = FALSE;
     return FALSE;
-
-done:
-    if (ok) {
-        berth_job_set_result(job, lifecycle_result(dj->core, job, dj->name));
-    } else if (error && !*error) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
-                    "hypervisor plugin '%s' failed %s of domain '%s' without saying why",
-                    hv->name, op_methods[op], dj->name);
-    }
-    return ok;
 }
 
-#define LIFECYCLE_JOB(fn, op)                                              \
-    static gboolean fn(BerthJob *job, gpointer data, GError **error)      \
-    {                                                                      \
-        return lifecycle_job(job, data, op, error);                        \
-    }
-LIFECYCLE_JOB(job_start, OP_START)
-LIFECYCLE_JOB(job_shutdown, OP_SHUTDOWN)
-LIFECYCLE_JOB(job_destroy, OP_DESTROY)
-LIFECYCLE_JOB(job_suspend, OP_SUSPEND)
-LIFECYCLE_JOB(job_resume, OP_RESUME)
-LIFECYCLE_JOB(job_reboot, OP_REBOOT)
-#undef LIFECYCLE_JOB
+/* The job of every lifecycle method; DomainJob.op says which. */
+static gboolean
+job_lifecycle(BerthJob *job, gpointer data, GError **error)
+{
+    DomainJob *dj = data;
+    const char *method = op_info[dj->op].method;
+    BerthPluginHandle *hv = berth_core_hypervisor(dj->core, error);
+    g_autoptr(BerthDomain) dom = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    gboolean supported;
 
-static BerthJobFunc const op_funcs[OP_LAST] = {
-    job_start, job_shutdown, job_destroy, job_suspend, job_resume, job_reboot,
-};
+    if (!hv || !(dom = berth_registry_lookup(dj->core->registry, dj->name, error))) {
+        return FALSE;
+    }
+    /* The state is checked inside the job: the job before this one may have changed it. */
+    if (!state_check(dom, op_info[dj->op].need, error)) {
+        return FALSE;
+    }
+    def = berth_domain_get_def(dom);
+    if (!call_op(hv->plugin->ops, hv->priv, dj->op, job, def, dj->flags, &supported, error)) {
+        if (!supported) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                        "hypervisor plugin '%s' does not support %s", hv->name, method);
+        } else if (error && !*error) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                        "hypervisor plugin '%s' failed %s of domain '%s' without saying why",
+                        hv->name, method, dj->name);
+        }
+        return FALSE;
+    }
+    berth_job_set_result(job, lifecycle_result(dj->core, job, dj->name));
+    return TRUE;
+}
 
 guint64
 berth_daemon_start_domain(BerthCore *core, const char *name, GError **error)
@@ -439,13 +447,14 @@ berth_daemon_start_domain(BerthCore *core, const char *name, GError **error)
         .object_name = name,
         .kind = BERTH_JOB_MODIFY,
         .description = "domain.start (autostart)",
-        .func = job_start,
+        .func = job_lifecycle,
         .data = dj,
         .data_free = domain_job_free,
     };
 
     dj->core = core;
     dj->name = g_strdup(name);
+    dj->op = OP_START;
     return berth_scheduler_submit(core->sched, &spec, "autostart", NULL, NULL, NULL, error);
 }
 
@@ -489,7 +498,9 @@ domain_lifecycle(BerthRpcCall *call, yajl_val params, BerthCore *core, Lifecycle
     if (op == OP_SHUTDOWN && flag) {
         dj->flags |= BERTH_SHUTDOWN_FORCE;
     }
-    submit_domain_job(call, core, dj, kind, op_methods[op], (guint) timeout_ms, op_funcs[op]);
+    dj->op = op;
+    submit_domain_job(call, core, dj, kind, op_info[op].method, (guint) timeout_ms,
+                      job_lifecycle);
 }
 
 #define LIFECYCLE_METHOD(fn, op)                                                 \
