@@ -26,6 +26,7 @@ struct BerthDomain {
     int reason;
     gboolean persistent;
     GHashTable *plugin_status; /* plugin name -> JSON object text */
+    char *autostart;           /* DOMAINS_DIR/autostart/NAME, immutable */
 };
 
 struct BerthRegistry {
@@ -78,38 +79,44 @@ berth_domain_state_from_name(const char *name, BerthDomainState *state)
     return FALSE;
 }
 
+/* The reason names of @state (indexed by reason), and how many there are. */
+static const char *const *
+reason_names(BerthDomainState state, int *n)
+{
+#define PICK(arr) (*n = (int) G_N_ELEMENTS(arr), arr)
+    switch (state) {
+    case BERTH_DOMAIN_RUNNING: return PICK(running_reasons);
+    case BERTH_DOMAIN_PAUSED: return PICK(paused_reasons);
+    case BERTH_DOMAIN_SHUTDOWN: return PICK(shutdown_reasons);
+    case BERTH_DOMAIN_SHUTOFF: return PICK(shutoff_reasons);
+    case BERTH_DOMAIN_CRASHED: return PICK(crashed_reasons);
+    default: *n = 0; return NULL;
+    }
+#undef PICK
+}
+
 const char *
 berth_domain_reason_name(BerthDomainState state, int reason)
 {
-    const char *const *names = NULL;
-    int n = 0;
+    int n;
+    const char *const *names = reason_names(state, &n);
 
-#define PICK(arr) do { names = arr; n = (int) G_N_ELEMENTS(arr); } while (0)
-    switch (state) {
-    case BERTH_DOMAIN_RUNNING: PICK(running_reasons); break;
-    case BERTH_DOMAIN_PAUSED: PICK(paused_reasons); break;
-    case BERTH_DOMAIN_SHUTDOWN: PICK(shutdown_reasons); break;
-    case BERTH_DOMAIN_SHUTOFF: PICK(shutoff_reasons); break;
-    case BERTH_DOMAIN_CRASHED: PICK(crashed_reasons); break;
-    default: break;
-    }
-#undef PICK
-    if (!names || reason < 0 || reason >= n) {
+    if (reason < 0 || reason >= n) {
         return "unknown";
     }
     return names[reason];
 }
 
+/* The reason number of a name; 0 ("unknown") when @state has no such reason. */
 static int
 reason_from_name(BerthDomainState state, const char *name)
 {
-    for (int r = 0; r < 16; r++) {
-        const char *n = berth_domain_reason_name(state, r);
-        if (g_str_equal(n, name)) {
+    int n;
+    const char *const *names = reason_names(state, &n);
+
+    for (int r = 0; r < n; r++) {
+        if (g_str_equal(names[r], name)) {
             return r;
-        }
-        if (r > 0 && g_str_equal(n, "unknown")) {
-            break;
         }
     }
     return 0;
@@ -142,12 +149,15 @@ berth_domain_unref(BerthDomain *dom)
     g_free(dom->next_xml);
     g_free(dom->file_text);
     g_hash_table_unref(dom->plugin_status);
+    g_free(dom->autostart);
     g_mutex_clear(&dom->lock);
     g_free(dom);
 }
 
+static char *autostart_path(BerthRegistry *reg, const char *name);
+
 static BerthDomain *
-domain_new(BerthDomainDef *def, char *xml)
+domain_new(BerthRegistry *reg, BerthDomainDef *def, char *xml)
 {
     BerthDomain *dom = g_new0(BerthDomain, 1);
 
@@ -160,6 +170,7 @@ domain_new(BerthDomainDef *def, char *xml)
     dom->state = BERTH_DOMAIN_SHUTOFF;
     dom->reason = BERTH_SHUTOFF_UNKNOWN;
     dom->plugin_status = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    dom->autostart = autostart_path(reg, dom->name);
     return dom;
 }
 
@@ -204,10 +215,6 @@ autostart_path(BerthRegistry *reg, const char *name)
     return g_build_filename(reg->domains_dir, "autostart", name, NULL);
 }
 
-/* The registry of a domain is needed for autostart; domains keep no back pointer, so the
- * public getter checks through a static pointer set by the one registry berthd runs. */
-static BerthRegistry *the_registry;
-
 BerthDomainInfo
 berth_domain_get_info(BerthDomain *dom)
 {
@@ -219,11 +226,7 @@ berth_domain_get_info(BerthDomain *dom)
     info.persistent = dom->persistent;
     info.has_next = dom->next != NULL;
     g_mutex_unlock(&dom->lock);
-    info.autostart = FALSE;
-    if (the_registry) {
-        g_autofree char *path = autostart_path(the_registry, dom->name);
-        info.autostart = g_file_test(path, G_FILE_TEST_EXISTS);
-    }
+    info.autostart = g_file_test(dom->autostart, G_FILE_TEST_EXISTS);
     return info;
 }
 
@@ -421,7 +424,6 @@ berth_registry_new(const char *domains_dir, const char *status_dir, BerthBus *bu
     g_mutex_init(&reg->lock);
     reg->by_name = g_hash_table_new_full(g_str_hash, g_str_equal, NULL,
                                          (GDestroyNotify) berth_domain_unref);
-    the_registry = reg;
     return reg;
 }
 
@@ -430,9 +432,6 @@ berth_registry_free(BerthRegistry *reg)
 {
     if (!reg) {
         return;
-    }
-    if (the_registry == reg) {
-        the_registry = NULL;
     }
     g_hash_table_unref(reg->by_name);
     g_mutex_clear(&reg->lock);
@@ -545,7 +544,7 @@ registry_put(BerthRegistry *reg, BerthDomainDef *def, gboolean had_uuid, gboolea
     }
     xml = berth_domain_def_format(def);
     if (!dom) {
-        dom = domain_new(def, g_steal_pointer(&xml));
+        dom = domain_new(reg, def, g_steal_pointer(&xml));
         dom->persistent = TRUE;
         g_hash_table_insert(reg->by_name, dom->name, dom);
         *updated = FALSE;
@@ -632,7 +631,6 @@ berth_registry_undefine(BerthRegistry *reg, const char *name, GError **error)
 {
     g_autoptr(BerthDomain) dom = berth_registry_lookup(reg, name, error);
     g_autofree char *path = NULL;
-    g_autofree char *autostart = NULL;
 
     if (!dom) {
         return FALSE;
@@ -646,8 +644,7 @@ berth_registry_undefine(BerthRegistry *reg, const char *name, GError **error)
     if (!berth_state_remove(path, error)) {
         return FALSE;
     }
-    autostart = autostart_path(reg, name);
-    berth_state_remove(autostart, NULL);
+    berth_state_remove(dom->autostart, NULL);
     registry_remove(reg, dom);
     publish(reg, dom->name, dom->uuid, "domain-undefined", "{\"transient\":false}");
     return TRUE;
