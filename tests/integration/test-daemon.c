@@ -256,6 +256,27 @@ test_restart_reconnects(void)
 
 /* The domains dir is the store: SIGHUP defines new files, undefines removed ones, and a file
  * changed while the domain runs waits for the next start. */
+/* Calls @method until its result does (@present) or does not contain @needle, for up to 10 s;
+ * fails the test otherwise. For what berthd does after a signal, without a reply to wait on. */
+static void
+poll_until(BerthClient *c, const char *method, const char *params, const char *needle,
+           gboolean present)
+{
+    gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    gboolean found;
+
+    do {
+        g_autofree char *res = call_ok(c, method, params);
+        found = strstr(res, needle) != NULL;
+        if (found == present) {
+            return;
+        }
+        g_usleep(20000);
+    } while (g_get_monotonic_time() < end);
+    g_test_message("%s: '%s' %s after 10 s", method, needle, present ? "never came" : "stayed");
+    g_assert_true(found == present);
+}
+
 static void
 test_sighup_rereads_domains(void)
 {
@@ -263,24 +284,12 @@ test_sighup_rereads_domains(void)
     g_autoptr(BerthClient) c = NULL;
     g_autofree char *xml = domain_xml("db1");
     g_autofree char *path = g_build_filename(d->domains, "db1.xml", NULL);
-    g_autofree char *list = NULL;
-    g_autofree char *got = NULL;
-    gint64 end;
 
     daemon_start(d);
     c = daemon_connect(d, FALSE);
     g_assert_true(g_file_set_contents(path, xml, -1, NULL));
     daemon_signal(d, SIGHUP);
-    end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    do {
-        g_free(list);
-        list = call_ok(c, "domain.list", NULL);
-        if (strstr(list, "\"name\":\"db1\"")) {
-            break;
-        }
-        g_usleep(20000);
-    } while (g_get_monotonic_time() < end);
-    g_assert_nonnull(strstr(list, "\"name\":\"db1\""));
+    poll_until(c, "domain.list", NULL, "\"name\":\"db1\"", TRUE);
 
     g_free(call_ok(c, "domain.start", "{\"name\":\"db1\"}"));
     {
@@ -291,30 +300,12 @@ test_sighup_rereads_domains(void)
         g_assert_true(g_file_set_contents(path, changed, -1, NULL));
     }
     daemon_signal(d, SIGHUP);
-    end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    do {
-        g_free(got);
-        got = call_ok(c, "domain.get", "{\"name\":\"db1\"}");
-        if (strstr(got, "\"pending_definition\":true")) {
-            break;
-        }
-        g_usleep(20000);
-    } while (g_get_monotonic_time() < end);
-    g_assert_nonnull(strstr(got, "\"pending_definition\":true"));
+    poll_until(c, "domain.get", "{\"name\":\"db1\"}", "\"pending_definition\":true", TRUE);
     g_free(call_ok(c, "domain.destroy", "{\"name\":\"db1\"}"));
 
     g_assert_cmpint(unlink(path), ==, 0);
     daemon_signal(d, SIGHUP);
-    end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-    do {
-        g_free(list);
-        list = call_ok(c, "domain.list", NULL);
-        if (!strstr(list, "\"name\":\"db1\"")) {
-            break;
-        }
-        g_usleep(20000);
-    } while (g_get_monotonic_time() < end);
-    g_assert_null(strstr(list, "\"name\":\"db1\""));
+    poll_until(c, "domain.list", NULL, "\"name\":\"db1\"", FALSE);
     daemon_stop(d);
 }
 
@@ -338,19 +329,22 @@ test_autostart(void)
     daemon_stop(d);
 }
 
+/* A call made on its own connection from a thread, for calls that block while a test acts. */
 typedef struct {
     Daemon *d;
+    const char *method;
+    const char *params;
     GError *error;
-} ShutdownCall;
+} AsyncCall;
 
 static gpointer
-shutdown_thread(gpointer data)
+async_call_thread(gpointer data)
 {
-    ShutdownCall *sc = data;
-    g_autoptr(BerthClient) c = daemon_connect(sc->d, FALSE);
+    AsyncCall *ac = data;
+    g_autoptr(BerthClient) c = daemon_connect(ac->d, FALSE);
     g_autofree char *res = NULL;
 
-    berth_client_call(c, "domain.shutdown", "{\"name\":\"web1\"}", &res, &sc->error);
+    berth_client_call(c, ac->method, ac->params, &res, &ac->error);
     return NULL;
 }
 
@@ -363,7 +357,7 @@ test_destroy_interrupts_shutdown(void)
     g_autofree char *reason = NULL;
     g_autofree char *state = NULL;
     g_autofree char *record = NULL;
-    ShutdownCall sc = { 0 };
+    AsyncCall sc = { .method = "domain.shutdown", .params = "{\"name\":\"web1\"}" };
     GThread *t;
 
     daemon_start(d);
@@ -371,7 +365,7 @@ test_destroy_interrupts_shutdown(void)
     g_free(define(c, "web1"));
     g_free(call_ok(c, "domain.start", "{\"name\":\"web1\"}"));
     sc.d = d;
-    t = g_thread_new("shutdown", shutdown_thread, &sc);
+    t = g_thread_new("shutdown", async_call_thread, &sc);
     wait_state(c, "web1", "shutdown");
     g_free(call_ok(c, "domain.destroy", "{\"name\":\"web1\"}"));
     g_thread_join(t);
@@ -392,7 +386,7 @@ test_sigterm_during_hung_shutdown(void)
 {
     g_autoptr(Daemon) d = daemon_new("hang_shutdown=true\n");
     g_autoptr(BerthClient) c = NULL;
-    ShutdownCall sc = { 0 };
+    AsyncCall sc = { .method = "domain.shutdown", .params = "{\"name\":\"web1\"}" };
     GThread *t;
     int pid;
 
@@ -402,7 +396,7 @@ test_sigterm_during_hung_shutdown(void)
     g_free(call_ok(c, "domain.start", "{\"name\":\"web1\"}"));
     pid = domain_pid(d, "web1");
     sc.d = d;
-    t = g_thread_new("shutdown", shutdown_thread, &sc);
+    t = g_thread_new("shutdown", async_call_thread, &sc);
     wait_state(c, "web1", "shutdown");
     daemon_stop(d);
     g_thread_join(t);
@@ -413,21 +407,6 @@ test_sigterm_during_hung_shutdown(void)
     g_assert_cmpint(kill(pid, 0), ==, 0);
 }
 
-typedef struct {
-    Daemon *d;
-    GError *error;
-} StartCall;
-
-static gpointer
-start_thread(gpointer data)
-{
-    StartCall *sc = data;
-    g_autoptr(BerthClient) c = daemon_connect(sc->d, FALSE);
-    g_autofree char *res = NULL;
-
-    berth_client_call(c, "domain.start", "{\"name\":\"slow\"}", &res, &sc->error);
-    return NULL;
-}
 
 /* Jobs are listed while they run and can be cancelled through the API. */
 static void
@@ -435,7 +414,7 @@ test_jobs_list_and_cancel(void)
 {
     g_autoptr(Daemon) d = daemon_new("start_delay_ms=60000\n");
     g_autoptr(BerthClient) c = NULL;
-    StartCall sc = { 0 };
+    AsyncCall sc = { .method = "domain.start", .params = "{\"name\":\"slow\"}" };
     g_autofree char *jobs = NULL;
     g_autofree char *job = NULL;
     g_autofree char *state = NULL;
@@ -447,7 +426,7 @@ test_jobs_list_and_cancel(void)
     c = daemon_connect(d, FALSE);
     g_free(define(c, "slow"));
     sc.d = d;
-    t = g_thread_new("start", start_thread, &sc);
+    t = g_thread_new("start", async_call_thread, &sc);
     end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
     while (g_get_monotonic_time() < end) {
         char *at;
