@@ -207,9 +207,9 @@ watch_steal(guint id)
     ProcessWatch *w = NULL;
 
     g_mutex_lock(&watches_lock);
-    if (watches && g_hash_table_steal_extended(watches, GUINT_TO_POINTER(id), NULL,
-                                               (gpointer *) &w)) {
-        /* stolen: the reference is ours now */
+    if (watches) {
+        /* When found, the table's reference becomes the caller's. */
+        g_hash_table_steal_extended(watches, GUINT_TO_POINTER(id), NULL, (gpointer *) &w);
     }
     g_mutex_unlock(&watches_lock);
     return w;
