@@ -230,7 +230,8 @@ job_define(BerthJob *job, gpointer data, GError **error)
 {
     DomainJob *dj = data;
     BerthPluginHandle *hv = berth_plugins_find_kind(dj->core->plugins, BERTH_PLUGIN_HYPERVISOR);
-    g_autoptr(BerthDomainDef) def = NULL;
+    const BerthHypervisorOps *ops = hv ? hv->plugin->ops : NULL;
+    BerthDomainDef *def;
     g_autoptr(BerthDomain) dom = NULL;
     yajl_gen g;
 
@@ -238,13 +239,11 @@ job_define(BerthJob *job, gpointer data, GError **error)
     if (!def) {
         return FALSE;
     }
-    if (hv) {
-        const BerthHypervisorOps *ops = hv->plugin->ops;
-        if (ops->domain_validate && !ops->domain_validate(hv->priv, def, error)) {
-            return FALSE;
-        }
+    if (ops && ops->domain_validate && !ops->domain_validate(hv->priv, def, error)) {
+        berth_domain_def_free(def);
+        return FALSE;
     }
-    dom = berth_registry_define(dj->core->registry, dj->xml, strlen(dj->xml), dj->flags, error);
+    dom = berth_registry_define_parsed(dj->core->registry, def, dj->xml, strlen(dj->xml), error);
     if (!dom) {
         return FALSE;
     }

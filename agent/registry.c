@@ -593,17 +593,24 @@ BerthDomain *
 berth_registry_define(BerthRegistry *reg, const char *xml, gsize len, guint flags,
                       GError **error)
 {
-    BerthDomainDef *def;
+    BerthDomainDef *def = berth_domain_def_parse(xml, len, flags, error);
+
+    if (!def) {
+        return NULL;
+    }
+    return berth_registry_define_parsed(reg, def, xml, len, error);
+}
+
+BerthDomain *
+berth_registry_define_parsed(BerthRegistry *reg, BerthDomainDef *def, const char *xml,
+                             gsize len, GError **error)
+{
     BerthDomain *dom;
     gboolean updated = FALSE;
     g_autofree char *path = NULL;
     g_autofree char *text = NULL;
     g_autofree char *detail = NULL;
 
-    def = berth_domain_def_parse(xml, len, flags, error);
-    if (!def) {
-        return NULL;
-    }
     dom = registry_put(reg, def, xml_has_uuid(xml, len), &updated, error);
     if (!dom) {
         return NULL;

@@ -38,6 +38,10 @@ void berth_registry_load(BerthRegistry *reg, GPtrArray *reconnect);
  * start. A uuid that belongs to another name, or a name with another uuid, is refused. */
 BerthDomain *berth_registry_define(BerthRegistry *reg, const char *xml, gsize len, guint flags,
                                    GError **error);
+/* The same for a definition the caller parsed from @xml (taken over, also on failure); @xml is
+ * only read to see whether it names a uuid. */
+BerthDomain *berth_registry_define_parsed(BerthRegistry *reg, BerthDomainDef *def,
+                                          const char *xml, gsize len, GError **error);
 /* Removes the file; refused with invalid-state while the domain is active. */
 gboolean berth_registry_undefine(BerthRegistry *reg, const char *name, GError **error);
 
