@@ -398,9 +398,9 @@ berth_daemon_run(const BerthDaemonOptions *opts)
     BerthCore core = { 0 };
     BerthRpcLimits limits;
     g_autofree char *status_dir = NULL;
-    guint sig_term;
-    guint sig_int;
-    guint sig_hup;
+    guint sig_term = 0;
+    guint sig_int = 0;
+    guint sig_hup = 0;
     int rc = 1;
 
     berth_daemon_set_log_level(NULL);
@@ -451,15 +451,18 @@ berth_daemon_run(const BerthDaemonOptions *opts)
     sinks_start(&core);
     berth_registry_load(core.registry, reconnect);
 
+    /* Before the sockets appear: a SIGHUP sent as soon as berthd answers must not find the
+     * default action (which ends the process). The handlers run from the main loop. */
+    sig_term = g_unix_signal_add(SIGTERM, on_sigterm, &core);
+    sig_int = g_unix_signal_add(SIGINT, on_sigterm, &core);
+    sig_hup = g_unix_signal_add(SIGHUP, on_sighup, &core);
+
     if (!listen_sockets(&core, &error)) {
         g_critical("%s", error->message);
         goto out;
     }
     reconnect_and_autostart(&core, reconnect);
 
-    sig_term = g_unix_signal_add(SIGTERM, on_sigterm, &core);
-    sig_int = g_unix_signal_add(SIGINT, on_sigterm, &core);
-    sig_hup = g_unix_signal_add(SIGHUP, on_sighup, &core);
 #if HAVE_LIBSYSTEMD
     sd_notify(0, "READY=1\nSTATUS=serving");
 #endif
@@ -469,12 +472,12 @@ berth_daemon_run(const BerthDaemonOptions *opts)
 #if HAVE_LIBSYSTEMD
     sd_notify(0, "STOPPING=1");
 #endif
-    g_source_remove(sig_term);
-    g_source_remove(sig_int);
-    g_source_remove(sig_hup);
     rc = 0;
 
 out:
+    g_clear_handle_id(&sig_term, g_source_remove);
+    g_clear_handle_id(&sig_int, g_source_remove);
+    g_clear_handle_id(&sig_hup, g_source_remove);
     /* Order: jobs finish (queued ones are cancelled; the main loop no longer runs, so no new
      * request arrives), then the server and the plugin methods it holds go, sinks drain,
      * plugins stop; QEMU keeps running. */
