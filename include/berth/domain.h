@@ -156,6 +156,31 @@ typedef struct {
     gboolean rom_bar_off;   /* <rom bar='off'/> */
 } BerthHostdevDef;
 
+/* The kind of device a BerthDeviceDef holds (device hotplug). */
+typedef enum {
+    BERTH_DEVICE_DISK = 0,
+    BERTH_DEVICE_NET = 1,
+    BERTH_DEVICE_FS = 2,
+    BERTH_DEVICE_HOSTDEV = 3,
+    BERTH_DEVICE_TYPE_LAST
+} BerthDeviceType;
+
+/**
+ * BerthDeviceDef:
+ * One device of a domain, as domain.attach_device parses it: @type says which member of @u is
+ * set. The core gives the device its alias before it reaches a plugin.
+ */
+typedef struct {
+    gsize struct_size;
+    BerthDeviceType type;
+    union {
+        BerthDiskDef *disk;
+        BerthNetDef *net;
+        BerthFsDef *fs;
+        BerthHostdevDef *hostdev;
+    } u;
+} BerthDeviceDef;
+
 /**
  * BerthDomainDef:
  * A parsed domain definition. The core allocates and frees it (berth_domain_def_free in the

@@ -205,6 +205,13 @@ typedef struct {
     /* Adds a JSON-RPC method served by this plugin; call from init(). */
     gboolean (*method_register)(BerthPluginHandle *self, const BerthMethodSpec *spec,
                                 GError **error);
+
+    /* ABI 1.1 */
+    /* A detached device's teardown is complete (see BerthHypervisorOps.device_detach): drops
+     * the device with @alias from the live definition, then publishes device-removed
+     * {"alias": ALIAS}. Any thread. Unknown aliases are ignored (and logged). */
+    void (*domain_device_removed)(BerthPluginHandle *self, const char *domain_name,
+                                  const char *alias);
 } BerthHost;
 
 G_END_DECLS

@@ -41,10 +41,21 @@ typedef struct {
      * Reattach to the running process (pidfd, monitor) and set the state; when it is gone,
      * clean up and set shutoff. */
     gboolean (*domain_reconnect)(gpointer priv, const BerthDomainDef *def, GError **error);
-    /* Unplugs the device with this alias; returns after the full teardown, when the core may
-     * publish device-removed. */
+    /* Unplugs the device with this alias (an alias of the live definition). When the whole
+     * teardown is done (the guest let go of it, backends stopped, host devices released),
+     * the plugin calls host->domain_device_removed(); the core then drops the device from the
+     * live definition and publishes device-removed. Return TRUE once the unplug is under way:
+     * when the device is still there after the op returns, the job reports "removal in
+     * progress" and the plugin calls domain_device_removed whenever the guest lets go. */
     gboolean (*device_detach)(gpointer priv, BerthJob *job, const BerthDomainDef *def,
                               const char *alias, GError **error);
+
+    /* ABI 1.1 */
+    /* Hot-plugs @dev into the running domain @def (the live definition without @dev). The
+     * core has given @dev a unique alias; the plugin may fill in its guest address. On
+     * success the core adds @dev to the live definition and publishes device-added. */
+    gboolean (*device_attach)(gpointer priv, BerthJob *job, const BerthDomainDef *def,
+                              BerthDeviceDef *dev, GError **error);
 } BerthHypervisorOps;
 
 G_END_DECLS

@@ -8,7 +8,7 @@ G_BEGIN_DECLS
 /* The ABI this header describes. The loader refuses another major, or a minor newer than its
  * own: a plugin built for 1.3 needs the members added in 1.3. */
 #define BERTH_ABI_MAJOR 1
-#define BERTH_ABI_MINOR 0
+#define BERTH_ABI_MINOR 1
 
 /* The symbol every plugin exports. */
 #define BERTH_PLUGIN_ENTRY_SYMBOL "berth_plugin_entry"
