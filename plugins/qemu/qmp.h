@@ -78,6 +78,10 @@ gboolean berth_qmp_command(BerthQmp *qmp, const char *command, const char *args_
 /* TRUE from a successful connect until the connection ends. Any thread. */
 gboolean berth_qmp_is_connected(BerthQmp *qmp);
 
+/* Reads and dispatches, without blocking, whatever QEMU has already written to the socket
+ * (events sent just before it exited are in it). Call on the context's thread. */
+void berth_qmp_flush_input(BerthQmp *qmp);
+
 /* Closes the connection now (waiting commands fail, @closed runs). Any thread. */
 void berth_qmp_close(BerthQmp *qmp);
 
