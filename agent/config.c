@@ -72,6 +72,39 @@ static const BerthConfigKey rpc_keys[] = {
      "Requests in flight per client; the connection is not read while the limit is reached."},
     {"client_event_queue", BERTH_CONFIG_INT, "1024", 16, 1048576,
      "Events queued per subscribed client before it receives an events-lost marker."},
+    {"tls_listen", BERTH_CONFIG_STRING, "", 0, 0,
+     "Address of the JSON-RPC TLS listener (mutual TLS): HOST:PORT, [IPV6]:PORT, or HOST for "
+     "port 16515. Empty: no TLS listener. Example: 0.0.0.0:16515."},
+    {"tls_cert", BERTH_CONFIG_PATH, NULL, 0, 0,
+     "The server certificate (PEM; may hold the chain). Default: CONFIG_DIR/pki/server-cert.pem "
+     "(/etc/berth/pki/server-cert.pem as root)."},
+    {"tls_key", BERTH_CONFIG_PATH, NULL, 0, 0,
+     "The server's private key (PEM). Default: CONFIG_DIR/pki/server-key.pem."},
+    {"tls_ca", BERTH_CONFIG_PATH, NULL, 0, 0,
+     "CA bundle (PEM) that client certificates must chain to. Default: "
+     "CONFIG_DIR/pki/ca-cert.pem."},
+    {"tls_crl", BERTH_CONFIG_PATH, NULL, 0, 0,
+     "Certificate revocation list (PEM) of that CA. Default: CONFIG_DIR/pki/ca-crl.pem when "
+     "that file exists; a file named here must exist."},
+    {"tls_priority", BERTH_CONFIG_STRING, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", 0, 0,
+     "gnutls priority string. TLS versions below 1.2 are removed from any string given."},
+    {"tls_admin", BERTH_CONFIG_STRV, "", 0, 0,
+     "Client identities with every method: glob patterns on the certificate subject DN "
+     "(as berthctl pki prints it, e.g. CN=fleet-*,O=Example) or, prefixed with DNS:, email:, "
+     "URI: or IP:, on a subjectAltName."},
+    {"tls_readonly", BERTH_CONFIG_STRV, "", 0, 0,
+     "Client identities with queries and event subscriptions only (same patterns). A client "
+     "that matches neither list is refused in the handshake (access_denied)."},
+    {"tls_handshake_timeout", BERTH_CONFIG_INT, "10", 1, 300,
+     "Seconds a client has to finish its TLS handshake."},
+    {"tls_max_unauthenticated", BERTH_CONFIG_INT, "32", 1, 65536,
+     "Clients in their TLS handshake at most; more are closed at once."},
+    {"tls_idle_timeout", BERTH_CONFIG_INT, "600", 0, 604800,
+     "Seconds without a byte either way after which a TLS connection is closed (0: never). "
+     "Clients that only wait for events call agent.ping now and then."},
+    {"tls_keepalive", BERTH_CONFIG_INT, "30", 0, 3600,
+     "TCP keepalive idle time, seconds: a dead TLS peer is dropped after about twice this "
+     "(0: no keepalive probes)."},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -90,6 +123,7 @@ static const char *const restart_keys[] = {
     "agent.domains_dir", "agent.plugins", "agent.required_plugins", "agent.job_workers",
     "agent.job_history", "agent.event_ring", "agent.sink_queue",
     "rpc.unix_socket", "rpc.unix_socket_ro", "rpc.unix_socket_mode", "rpc.unix_socket_ro_mode",
+    "rpc.tls_listen",
     NULL,
 };
 
@@ -423,6 +457,77 @@ value_dup(GHashTable *values, const char *key, const char *dir, const char *file
     return g_build_filename(dir, file, NULL);
 }
 
+/* The [rpc] tls_* keys; file defaults live in CONFIG_DIR/pki. */
+static void
+tls_fill(BerthConfig *config, GHashTable *rpc)
+{
+    g_autofree char *pki = g_build_filename(config->config_dir, "pki", NULL);
+    const char *listen = g_hash_table_lookup(rpc, "tls_listen");
+    const char *crl = g_hash_table_lookup(rpc, "tls_crl");
+
+    config->tls_listen = listen && *listen ? g_strdup(listen) : NULL;
+    config->tls.cert = value_dup(rpc, "tls_cert", pki, "server-cert.pem");
+    config->tls.key = value_dup(rpc, "tls_key", pki, "server-key.pem");
+    config->tls.ca = value_dup(rpc, "tls_ca", pki, "ca-cert.pem");
+    if (crl) {
+        config->tls.crl = g_strdup(crl);
+    } else {
+        g_autofree char *def = g_build_filename(pki, "ca-crl.pem", NULL);
+
+        config->tls.crl = g_file_test(def, G_FILE_TEST_EXISTS) ? g_steal_pointer(&def) : NULL;
+    }
+    config->tls.priority = g_strdup(g_hash_table_lookup(rpc, "tls_priority"));
+    config->tls.admin = berth_config_split_strv(g_hash_table_lookup(rpc, "tls_admin"));
+    config->tls.readonly = berth_config_split_strv(g_hash_table_lookup(rpc, "tls_readonly"));
+    config->tls.handshake_timeout_s = value_uint(rpc, "tls_handshake_timeout");
+    config->tls.max_unauthenticated = value_uint(rpc, "tls_max_unauthenticated");
+    config->tls.idle_timeout_s = value_uint(rpc, "tls_idle_timeout");
+    config->tls.keepalive_s = value_uint(rpc, "tls_keepalive");
+}
+
+/* A TLS identity pattern: a SAN pattern (DNS:, email:, URI:, IP:) or a DN pattern, which has
+ * at least one ATTRIBUTE=value (or is "*"). */
+static gboolean
+tls_pattern_valid(const char *pattern)
+{
+    static const char *const prefixes[] = {"DNS:", "email:", "URI:", "IP:"};
+
+    for (guint i = 0; i < G_N_ELEMENTS(prefixes); i++) {
+        if (g_ascii_strncasecmp(pattern, prefixes[i], strlen(prefixes[i])) == 0) {
+            return pattern[strlen(prefixes[i])] != '\0';
+        }
+    }
+    return strcmp(pattern, "*") == 0 || strchr(pattern, '=') != NULL;
+}
+
+static gboolean
+tls_check(BerthConfig *config, const char *label, GError **error)
+{
+    char **lists[] = {config->tls.admin, config->tls.readonly};
+    const char *keys[] = {"tls_admin", "tls_readonly"};
+    gnutls_priority_t prio = NULL;
+    const char *err_pos = NULL;
+
+    for (guint i = 0; i < G_N_ELEMENTS(lists); i++) {
+        for (guint j = 0; lists[i][j]; j++) {
+            if (!tls_pattern_valid(lists[i][j])) {
+                g_autofree char *shown = quote_value(lists[i][j]);
+                return config_fail(error, label, "rpc", keys[i],
+                                   "'%s' is neither a subject DN pattern (CN=...) nor a DNS:, "
+                                   "email:, URI: or IP: pattern", shown);
+            }
+        }
+    }
+    if (gnutls_priority_init(&prio, config->tls.priority, &err_pos) < 0) {
+        g_autofree char *shown = quote_value(config->tls.priority);
+        return config_fail(error, label, "rpc", "tls_priority",
+                           "'%s' is not a valid gnutls priority string (at '%s')", shown,
+                           err_pos ? err_pos : "");
+    }
+    gnutls_priority_deinit(prio);
+    return TRUE;
+}
+
 /* The [agent] checks a type alone cannot express. */
 static gboolean
 agent_check(BerthConfig *config, const char *label, GHashTable *values, GError **error)
@@ -483,6 +588,23 @@ rpc_check(BerthConfig *config, const char *label, GHashTable *values, GError **e
     if (g_strcmp0(config->socket, config->socket_ro) == 0) {
         return config_fail(error, label, "rpc", "unix_socket_ro",
                            "'%s' is the read-write socket too", config->socket);
+    }
+    if (!tls_check(config, label, error)) {
+        return FALSE;
+    }
+    if (config->tls_listen) {
+        g_autofree char *host = NULL;
+        g_autoptr(GError) local = NULL;
+        guint16 port;
+
+        if (!berth_tls_parse_address(config->tls_listen, &host, &port, &local)) {
+            return config_fail(error, label, "rpc", "tls_listen", "%s", local->message);
+        }
+        if (!config->tls.admin[0] && !config->tls.readonly[0]) {
+            return config_fail(error, label, "rpc", "tls_admin",
+                               "tls_admin and tls_readonly are both empty: the TLS listener "
+                               "would refuse every client");
+        }
     }
     return TRUE;
 }
@@ -563,6 +685,7 @@ config_fill(BerthConfig *config, const char *label, GError **error)
     config->max_clients = value_uint(rpc, "max_clients");
     config->max_pending = value_uint(rpc, "max_pending_requests");
     config->event_queue = value_uint(rpc, "client_event_queue");
+    tls_fill(config, rpc);
 
     if (!agent_check(config, label, agent, error) || !rpc_check(config, label, rpc, error) ||
         !groups_check(config, label, error)) {
@@ -707,6 +830,8 @@ berth_config_free(BerthConfig *config)
     g_free(config->log_level);
     g_free(config->socket);
     g_free(config->socket_ro);
+    g_free(config->tls_listen);
+    berth_tls_config_clear(&config->tls);
     if (config->keyfile) {
         g_key_file_unref(config->keyfile);
     }

@@ -3,6 +3,8 @@
 
 #include <berth/host.h>
 
+#include "rpc/tls.h"
+
 /*
  * The validated [agent] and [rpc] sections, with defaults applied. Directories follow the mode
  * berthd runs in: as root /etc/berth, /var/lib/berth, /run/berth; as a normal user the XDG
@@ -35,6 +37,8 @@ typedef struct {
     guint max_clients;   /* max_clients: default 128 */
     guint max_pending;   /* max_pending_requests: per client, default 32 */
     guint event_queue;   /* client_event_queue: per subscribed client, default 1024 */
+    char *tls_listen;    /* tls_listen: HOST:PORT, NULL = no TLS listener */
+    BerthTlsConfig tls;  /* tls_*: files (CONFIG_DIR/pki), priority, identities, limits */
 
     GKeyFile *keyfile;   /* the parsed file, for [plugin.NAME] sections */
     GHashTable *values;  /* "agent.KEY"/"rpc.KEY" -> effective value as text (diffs, dumps) */

@@ -10,6 +10,7 @@
 #include "plugin-loader.h"
 #include "registry.h"
 #include "rpc/server.h"
+#include "rpc/tls.h"
 
 typedef struct {
     BerthConfig *config;
@@ -21,6 +22,7 @@ typedef struct {
     BerthRegistry *registry;
     GPtrArray *plugins;      /* BerthPluginHandle *, load order */
     BerthRpcServer *server;
+    BerthTlsListener *tls;   /* the TLS listener, NULL when [rpc] tls_listen is empty */
     GPtrArray *sinks;        /* sink delivery threads (daemon.c) */
     gint64 started_us;       /* monotonic */
 } BerthCore;

@@ -16,6 +16,7 @@
 #include "build-config.h"
 #include "core.h"
 #include "domain-xml.h"
+#include "rpc/jsonrpc.h"
 #include "state-store.h"
 
 #if HAVE_LIBSYSTEMD
@@ -193,7 +194,57 @@ listen_sockets(BerthCore *core, GError **error)
             return FALSE;
         }
     }
+    if (cfg->tls_listen) {
+        core->tls = berth_tls_listener_new(core->server, cfg->tls_listen, &cfg->tls, error);
+        if (!core->tls) {
+            return FALSE;
+        }
+        g_message("listening for TLS clients on %s (port %u), certificate '%s'",
+                  cfg->tls_listen, berth_tls_listener_port(core->tls),
+                  berth_tls_creds_subject(berth_tls_listener_creds(core->tls)));
+    }
     return TRUE;
+}
+
+/* Re-reads the TLS certificate, key, CA and CRL (@cfg NULL: the same files): new
+ * connections use them; open ones keep theirs; on failure the old ones stay. */
+static gboolean
+reload_tls(BerthCore *core, const BerthTlsConfig *cfg, GError **error)
+{
+    if (!core->tls) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                    "no TLS listener is configured ([rpc] tls_listen)");
+        return FALSE;
+    }
+    if (!berth_tls_listener_reload(core->tls, cfg, error)) {
+        g_warning("reload: the TLS credentials were not changed: %s", (*error)->message);
+        return FALSE;
+    }
+    g_message("reload: TLS certificate '%s' in use for new connections",
+              berth_tls_creds_subject(berth_tls_listener_creds(core->tls)));
+    return TRUE;
+}
+
+static void
+reload_tls_handler(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    BerthTlsCreds *creds;
+    g_autofree char *subject = NULL;
+    g_autoptr(GDateTime) expires = NULL;
+    g_autofree char *when = NULL;
+
+    if (!reload_tls(core, NULL, &error)) {
+        berth_rpc_call_reply_error(call, error);
+        return;
+    }
+    creds = berth_tls_listener_creds(core->tls);
+    subject = berth_rpc_json_string(berth_tls_creds_subject(creds));
+    expires = g_date_time_new_from_unix_utc(berth_tls_creds_expires(creds));
+    when = expires ? g_date_time_format_iso8601(expires) : g_strdup("");
+    berth_rpc_call_reply(call, g_strdup_printf("{\"certificate\":%s,\"expires\":\"%s\"}",
+                                               subject, when));
 }
 
 static BerthRpcLimits
@@ -332,6 +383,11 @@ reload(BerthCore *core)
         berth_daemon_set_log_level(fresh->log_level);
         limits = limits_of(fresh);
         berth_rpc_server_set_limits(core->server, &limits);
+        if (core->tls) {
+            g_autoptr(GError) tls_error = NULL;
+
+            reload_tls(core, &fresh->tls, &tls_error);
+        }
         for (guint i = 0; i < core->plugins->len; i++) {
             BerthPluginHandle *h = core->plugins->pdata[i];
             g_autoptr(GError) perr = NULL;
@@ -442,6 +498,8 @@ berth_daemon_run(const BerthDaemonOptions *opts)
     limits = limits_of(core.config);
     core.server = berth_rpc_server_new(core.ctx, core.bus, &limits);
     berth_daemon_register_methods(core.server, &core);
+    berth_rpc_server_add_method(core.server, "agent.reload_tls", TRUE, reload_tls_handler,
+                                &core);
 
     core.plugins = berth_plugins_load(core.config, &berth_host_table, &core, TRUE, &error);
     if (!core.plugins) {
@@ -485,6 +543,7 @@ out:
     /* Parked pool threads would keep their thread-local state (libxml2's) past exit. */
     g_thread_pool_set_max_unused_threads(0);
     g_thread_pool_stop_unused_threads();
+    g_clear_pointer(&core.tls, berth_tls_listener_free);
     g_clear_pointer(&core.server, berth_rpc_server_free);
     sinks_stop(&core);
     if (core.plugins) {

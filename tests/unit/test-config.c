@@ -166,10 +166,16 @@ test_every_key_errors(void)
             case BERTH_CONFIG_STRV:
                 bad[0] = "Not/A/Name";
                 why[0] = strcmp(k->key, "plugins") == 0 ? "is not a plugin name"
+                         : g_str_has_prefix(k->key, "tls_") ? "is neither a subject DN pattern"
                                                         : "is not listed in [agent] plugins";
                 break;
             case BERTH_CONFIG_STRING:
-                if (g_str_has_suffix(k->key, "_mode")) {
+                if (strcmp(k->key, "tls_listen") == 0) {
+                    bad[0] = "[::1", why[0] = "is not a TLS listen address";
+                    bad[1] = "host:99999", why[1] = "is not a TLS listen address";
+                } else if (strcmp(k->key, "tls_priority") == 0) {
+                    bad[0] = "loud", why[0] = "is not a valid gnutls priority string";
+                } else if (g_str_has_suffix(k->key, "_mode")) {
                     bad[0] = "0999", why[0] = "is not an octal file mode such as 0600";
                     bad[1] = "rw-r--r--", why[1] = "is not an octal file mode such as 0600";
                 } else {
