@@ -1,7 +1,12 @@
-/* A small synchronous JSON-RPC client for berthd over its unix socket. */
+/* A small synchronous JSON-RPC client for berthd over its unix socket or mutual TLS. */
 #include "client.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -17,6 +22,8 @@
 #define MAX_LINE (64u * 1024 * 1024)
 #define MAX_DEPTH 128
 #define READ_CHUNK 65536
+#define TLS_DEFAULT_PORT "16515"
+#define TLS_HANDSHAKE_MS 30000
 
 typedef struct {
     char *method;
@@ -25,6 +32,9 @@ typedef struct {
 
 struct BerthClient {
     int fd;
+    gnutls_session_t tls;  /* NULL on unix sockets */
+    gnutls_certificate_credentials_t cred;
+    char *server_subject;
     GString *in;   /* bytes read and not yet consumed */
     gsize scanned; /* no newline in in[0, scanned) */
     guint64 next_id;
@@ -48,6 +58,14 @@ berth_client_free(BerthClient *c)
     if (!c) {
         return;
     }
+    if (c->tls) {
+        gnutls_bye(c->tls, GNUTLS_SHUT_WR);
+        gnutls_deinit(c->tls);
+    }
+    if (c->cred) {
+        gnutls_certificate_free_credentials(c->cred);
+    }
+    g_free(c->server_subject);
     if (c->fd >= 0) {
         close(c->fd);
     }
@@ -62,19 +80,264 @@ berth_client_set_call_timeout(BerthClient *c, gint64 timeout_ms)
     c->call_timeout_ms = timeout_ms;
 }
 
+static BerthClient *
+client_new(int fd)
+{
+    BerthClient *c = g_new0(BerthClient, 1);
+
+    c->fd = fd;
+    c->in = g_string_sized_new(READ_CHUNK);
+    c->next_id = 1;
+    c->call_timeout_ms = -1;
+    g_queue_init(&c->notes);
+    return c;
+}
+
+/* A gnutls error as a GError: a fatal alert from berthd says what it refused. */
+static void
+set_tls_error(BerthClient *c, int rc, const char *what, GError **error)
+{
+    if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) {
+        gnutls_alert_description_t alert = gnutls_alert_get(c->tls);
+
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED,
+                    "berthd refused the TLS connection: %s (%s)",
+                    gnutls_alert_get_strname(alert), gnutls_alert_get_name(alert));
+        return;
+    }
+    if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+        gnutls_datum_t text = {NULL, 0};
+        unsigned status = gnutls_session_get_verify_cert_status(c->tls);
+
+        gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED,
+                    "berthd's certificate does not verify: %s",
+                    text.data ? (const char *) text.data : "unknown reason");
+        gnutls_free(text.data);
+        return;
+    }
+    g_set_error(error, G_IO_ERROR, rc == GNUTLS_E_PREMATURE_TERMINATION
+                                       ? G_IO_ERROR_CONNECTION_CLOSED
+                                       : G_IO_ERROR_FAILED,
+                "%s: %s", what, gnutls_strerror(rc));
+}
+
+void
+berth_client_tls_clear(BerthClientTls *tls)
+{
+    g_clear_pointer(&tls->cert, g_free);
+    g_clear_pointer(&tls->key, g_free);
+    g_clear_pointer(&tls->ca, g_free);
+}
+
+gboolean
+berth_client_tls_find(BerthClientTls *tls, GError **error)
+{
+    g_autofree char *conf = g_build_filename(g_get_user_config_dir(), "berth", "client.conf",
+                                             NULL);
+    g_autofree char *user_pki = g_build_filename(g_get_user_config_dir(), "berth", "pki", NULL);
+    g_autoptr(GKeyFile) kf = g_key_file_new();
+    gboolean have_conf = g_key_file_load_from_file(kf, conf, G_KEY_FILE_NONE, NULL);
+    char **fields[] = {&tls->cert, &tls->key, &tls->ca};
+    const char *keys[] = {"cert", "key", "ca"};
+    const char *files[] = {"client-cert.pem", "client-key.pem", "ca-cert.pem"};
+
+    for (guint i = 0; i < G_N_ELEMENTS(fields); i++) {
+        g_autofree char *in_user = NULL;
+        g_autofree char *in_etc = NULL;
+
+        if (*fields[i]) {
+            continue;
+        }
+        if (have_conf) {
+            *fields[i] = g_key_file_get_string(kf, "tls", keys[i], NULL);
+            if (*fields[i]) {
+                continue;
+            }
+        }
+        in_user = g_build_filename(user_pki, files[i], NULL);
+        in_etc = g_build_filename("/etc/berth/pki", files[i], NULL);
+        if (geteuid() != 0 && g_file_test(in_user, G_FILE_TEST_EXISTS)) {
+            *fields[i] = g_steal_pointer(&in_user);
+        } else if (g_file_test(in_etc, G_FILE_TEST_EXISTS)) {
+            *fields[i] = g_steal_pointer(&in_etc);
+        } else {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                        "no TLS client %s: give it with --tls-%s, as %s= in [tls] of '%s', or "
+                        "as %s%s%s or '%s'", keys[i], keys[i], keys[i], conf,
+                        geteuid() != 0 ? "'" : "", geteuid() != 0 ? in_user : "",
+                        geteuid() != 0 ? "'" : "", in_etc);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* "tls://HOST[:PORT]" into its parts ("[V6]" brackets removed). */
+static gboolean
+parse_tls_uri(const char *uri, char **host, char **port, GError **error)
+{
+    const char *rest = uri + strlen("tls://");
+    const char *colon;
+
+    if (rest[0] == '[') {
+        const char *end = strchr(rest, ']');
+
+        if (!end) {
+            goto bad;
+        }
+        *host = g_strndup(rest + 1, (gsize) (end - rest - 1));
+        colon = end[1] == ':' ? end + 1 : NULL;
+    } else {
+        colon = strrchr(rest, ':');
+        *host = colon ? g_strndup(rest, (gsize) (colon - rest)) : g_strdup(rest);
+    }
+    *port = g_strdup(colon && colon[1] ? colon + 1 : TLS_DEFAULT_PORT);
+    if (**host && !strchr(*host, '/')) {
+        return TRUE;
+    }
+    g_clear_pointer(host, g_free);
+    g_clear_pointer(port, g_free);
+bad:
+    g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                "'%s' is not a berthd address: expected tls://HOST[:PORT]", uri);
+    return FALSE;
+}
+
+static int
+tcp_connect(const char *host, const char *port, GError **error)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    int fd = -1, saved = ECONNREFUSED;
+
+    if (rc != 0) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND, "cannot resolve '%s': %s", host,
+                    gai_strerror(rc));
+        return -1;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int on = 1;
+
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+            break;
+        }
+        saved = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(saved),
+                    "cannot connect to berthd at %s port %s: %s", host, port, g_strerror(saved));
+    }
+    return fd;
+}
+
+BerthClient *
+berth_client_connect_tls(const char *uri, const BerthClientTls *given, GError **error)
+{
+    g_autofree char *host = NULL;
+    g_autofree char *port = NULL;
+    BerthClientTls tls = {NULL, NULL, NULL};
+    g_autoptr(BerthClient) c = NULL;
+    const gnutls_datum_t *certs;
+    unsigned n_certs = 0;
+    gboolean ok;
+    int fd, rc;
+
+    if (!g_str_has_prefix(uri, "tls://") || !parse_tls_uri(uri, &host, &port, error)) {
+        if (error && !*error) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                        "'%s' is not a berthd address: expected tls://HOST[:PORT]", uri);
+        }
+        return NULL;
+    }
+    if (given) {
+        tls.cert = g_strdup(given->cert);
+        tls.key = g_strdup(given->key);
+        tls.ca = g_strdup(given->ca);
+    }
+    ok = berth_client_tls_find(&tls, error);
+    if (!ok) {
+        berth_client_tls_clear(&tls);
+        return NULL;
+    }
+    fd = tcp_connect(host, port, error);
+    if (fd < 0) {
+        berth_client_tls_clear(&tls);
+        return NULL;
+    }
+    c = client_new(fd);
+    gnutls_certificate_allocate_credentials(&c->cred);
+    rc = gnutls_certificate_set_x509_trust_file(c->cred, tls.ca, GNUTLS_X509_FMT_PEM);
+    if (rc <= 0) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "cannot load the CA certificate '%s': %s", tls.ca,
+                    rc == 0 ? "no certificate in it" : gnutls_strerror(rc));
+        berth_client_tls_clear(&tls);
+        return NULL;
+    }
+    rc = gnutls_certificate_set_x509_key_file(c->cred, tls.cert, tls.key, GNUTLS_X509_FMT_PEM);
+    if (rc < 0) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
+                    "cannot load the client certificate '%s' with key '%s': %s", tls.cert,
+                    tls.key, gnutls_strerror(rc));
+        berth_client_tls_clear(&tls);
+        return NULL;
+    }
+    berth_client_tls_clear(&tls);
+    gnutls_init(&c->tls, GNUTLS_CLIENT);
+    gnutls_set_default_priority_append(c->tls, "-VERS-SSL3.0:-VERS-TLS1.0:-VERS-TLS1.1", NULL,
+                                       0);
+    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
+    gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, host, strlen(host));
+    gnutls_session_set_verify_cert(c->tls, host, 0);
+    gnutls_transport_set_int(c->tls, fd);
+    gnutls_handshake_set_timeout(c->tls, TLS_HANDSHAKE_MS);
+    do {
+        rc = gnutls_handshake(c->tls);
+    } while (rc < 0 && !gnutls_error_is_fatal(rc));
+    if (rc < 0) {
+        set_tls_error(c, rc, "TLS handshake with berthd failed", error);
+        return NULL;
+    }
+    certs = gnutls_certificate_get_peers(c->tls, &n_certs);
+    if (certs && n_certs > 0) {
+        gnutls_x509_crt_t crt;
+        gnutls_datum_t dn = {NULL, 0};
+
+        gnutls_x509_crt_init(&crt);
+        if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) >= 0 &&
+            gnutls_x509_crt_get_dn3(crt, &dn, 0) >= 0) {
+            c->server_subject = g_strndup((const char *) dn.data, dn.size);
+            gnutls_free(dn.data);
+        }
+        gnutls_x509_crt_deinit(crt);
+    }
+    return g_steal_pointer(&c);
+}
+
+const char *
+berth_client_server_subject(BerthClient *c)
+{
+    return c->server_subject;
+}
+
 BerthClient *
 berth_client_connect(const char *uri, GError **error)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     const char *path;
-    BerthClient *c;
     int fd;
 
     if (g_str_has_prefix(uri, "tls://")) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                    "cannot connect to '%s': the TLS transport is not available in this build "
-                    "yet; use unix:PATH", uri);
-        return NULL;
+        return berth_client_connect_tls(uri, NULL, error);
     }
     if (g_str_has_prefix(uri, "unix:")) {
         path = uri + strlen("unix:");
@@ -103,21 +366,29 @@ berth_client_connect(const char *uri, GError **error)
                     "cannot connect to berthd at '%s': %s", path, g_strerror(saved));
         return NULL;
     }
-    c = g_new0(BerthClient, 1);
-    c->fd = fd;
-    c->in = g_string_sized_new(READ_CHUNK);
-    c->next_id = 1;
-    c->call_timeout_ms = -1;
-    g_queue_init(&c->notes);
-    return c;
+    return client_new(fd);
 }
 
 static gboolean
 write_all(BerthClient *c, const char *buf, gsize len, GError **error)
 {
     while (len > 0) {
-        gssize n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        gssize n;
 
+        if (c->tls) {
+            n = gnutls_record_send(c->tls, buf, len);
+            if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+                continue;
+            }
+            if (n < 0) {
+                set_tls_error(c, (int) n, "cannot send to berthd", error);
+                return FALSE;
+            }
+            buf += n;
+            len -= (gsize) n;
+            continue;
+        }
+        n = send(c->fd, buf, len, MSG_NOSIGNAL);
         if (n < 0) {
             int saved = errno;
 
@@ -162,7 +433,9 @@ read_line(BerthClient *c, gint64 deadline, char **line, GError **error)
                         "berthd sent a line longer than %u bytes", MAX_LINE);
             return FALSE;
         }
-        if (deadline >= 0) {
+        if (c->tls && gnutls_record_check_pending(c->tls) > 0) {
+            n = 1;
+        } else if (deadline >= 0) {
             gint64 left = deadline - g_get_monotonic_time();
 
             timeout = left <= 0 ? 0 : (int) MIN((left + 999) / 1000, G_MAXINT);
@@ -184,8 +457,20 @@ read_line(BerthClient *c, gint64 deadline, char **line, GError **error)
         }
         old = c->in->len;
         g_string_set_size(c->in, old + READ_CHUNK);
-        n = recv(c->fd, c->in->str + old, READ_CHUNK, 0);
-        g_string_set_size(c->in, old + (gsize) MAX(n, 0));
+        if (c->tls) {
+            n = gnutls_record_recv(c->tls, c->in->str + old, READ_CHUNK);
+            g_string_set_size(c->in, old + (gsize) MAX(n, 0));
+            if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+                continue;
+            }
+            if (n < 0) {
+                set_tls_error(c, (int) n, "cannot read from berthd", error);
+                return FALSE;
+            }
+        } else {
+            n = recv(c->fd, c->in->str + old, READ_CHUNK, 0);
+            g_string_set_size(c->in, old + (gsize) MAX(n, 0));
+        }
         if (n == 0) {
             g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_CONNECTION_CLOSED,
                                 "berthd closed the connection");

@@ -10,12 +10,39 @@ G_BEGIN_DECLS
 typedef struct BerthClient BerthClient;
 
 /*
- * Connects to "unix:PATH" (or a bare absolute PATH). "tls://HOST:PORT" is refused with
- * BERTH_ERROR_UNSUPPORTED until the TLS transport exists. Socket failures come back in the
- * G_IO_ERROR domain (e.g. G_IO_ERROR_NOT_FOUND, G_IO_ERROR_CONNECTION_REFUSED,
+ * Connects to "unix:PATH" (or a bare absolute PATH), or to "tls://HOST[:PORT]" (port 16515 by
+ * default) with the client certificate found by berth_client_tls_find(). Socket failures come
+ * back in the G_IO_ERROR domain (e.g. G_IO_ERROR_NOT_FOUND, G_IO_ERROR_CONNECTION_REFUSED,
  * G_IO_ERROR_PERMISSION_DENIED), a malformed URI as BERTH_ERROR_INVALID_ARGUMENT.
  */
 BerthClient *berth_client_connect(const char *uri, GError **error);
+
+/* The files of a TLS client: its certificate and key, and the CA that signed berthd's. */
+typedef struct {
+    char *cert;
+    char *key;
+    char *ca;
+} BerthClientTls;
+
+void berth_client_tls_clear(BerthClientTls *tls);
+/*
+ * Fills the fields of @tls that are NULL, each from the first place that names or holds it:
+ * the [tls] cert, key and ca keys of $XDG_CONFIG_HOME/berth/client.conf
+ * (~/.config/berth/client.conf), then for a non-root user ~/.config/berth/pki/ and finally
+ * /etc/berth/pki/ (client-cert.pem, client-key.pem, ca-cert.pem). FALSE with a message naming
+ * the places looked at when one is missing.
+ */
+gboolean berth_client_tls_find(BerthClientTls *tls, GError **error);
+/*
+ * Connects to "tls://HOST[:PORT]" with these files (NULL fields are found as above). berthd's
+ * certificate must chain to the CA and name HOST. A refusal by berthd comes back as
+ * BERTH_ERROR_ACCESS_DENIED naming the TLS alert it sent ("certificate_expired", ...), here or
+ * (TLS 1.3 sends it after the handshake) on the first call.
+ */
+BerthClient *berth_client_connect_tls(const char *uri, const BerthClientTls *tls,
+                                      GError **error);
+/* The subject DN of the server's certificate on a TLS connection (NULL on unix sockets). */
+const char *berth_client_server_subject(BerthClient *c);
 /* Closes the connection. Accepts NULL. */
 void berth_client_free(BerthClient *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthClient, berth_client_free)

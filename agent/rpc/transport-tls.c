@@ -51,6 +51,7 @@ struct TlsTransport {
     gsize send_stalled;         /* bytes of a record send that got GNUTLS_E_AGAIN */
     gboolean want_write;        /* the last record_recv needs the fd writable */
     gboolean dropped;           /* shut down by a limit */
+    gboolean lingering;         /* refused: the alert is out, waiting for the peer to close */
 };
 
 static BerthTlsListener *
@@ -233,6 +234,50 @@ handshake_watch(TlsTransport *t, GIOCondition cond)
     g_source_attach(t->hs_source, t->listener->ctx);
 }
 
+static gboolean
+linger_read(gint fd, GIOCondition cond, gpointer data)
+{
+    TlsTransport *t = data;
+    char buf[4096];
+
+    for (;;) {
+        gssize n = recv(fd, buf, sizeof(buf), 0);
+
+        if (n > 0) {
+            continue;
+        }
+        if (n < 0 && (errno == EINTR)) {
+            continue;
+        }
+        if (n < 0 && errno == EAGAIN) {
+            return G_SOURCE_CONTINUE;
+        }
+        g_clear_pointer(&t->hs_source, g_source_unref);
+        tls_free(&t->base);
+        return G_SOURCE_REMOVE;
+    }
+}
+
+/* After the alert: closing now, with the client's first request unread, would reset the
+ * connection, and a reset can destroy the alert before the client reads it. So stop
+ * writing, read and discard until the client closes (or the handshake timeout). */
+static void
+linger(TlsTransport *t)
+{
+    t->lingering = TRUE;
+    t->started = g_get_monotonic_time();
+    shutdown(t->base.fd, SHUT_WR);
+    if (t->hs_source) {
+        g_source_destroy(t->hs_source);
+        g_source_unref(t->hs_source);
+    }
+    t->hs_source = g_unix_fd_source_new(t->base.fd, G_IO_IN);
+    g_source_set_callback(t->hs_source, G_SOURCE_FUNC(linger_read), t, NULL);
+    g_source_set_static_name(t->hs_source, "berth-tls-linger");
+    g_source_attach(t->hs_source, t->listener->ctx);
+    g_hash_table_add(t->listener->handshaking, t);
+}
+
 /* Ends a handshake that failed: the alert that names the reason, a log line, the socket. */
 static void
 handshake_refuse(TlsTransport *t, int rc)
@@ -242,7 +287,7 @@ handshake_refuse(TlsTransport *t, int rc)
     if (t->check.alert) {
         gnutls_alert_send(t->session, GNUTLS_AL_FATAL, t->check.alert);
         why = g_strdup_printf("%s (alert %s)", t->check.reason,
-                              gnutls_alert_get_name(t->check.alert));
+                              gnutls_alert_get_strname(t->check.alert));
     } else {
         if (rc != GNUTLS_E_PREMATURE_TERMINATION && rc != GNUTLS_E_PUSH_ERROR &&
             rc != GNUTLS_E_FATAL_ALERT_RECEIVED) {
@@ -251,7 +296,7 @@ handshake_refuse(TlsTransport *t, int rc)
         why = g_strdup_printf("TLS handshake failed: %s", rc ? gnutls_strerror(rc) : "timeout");
     }
     refusal_log(t, why);
-    tls_free(&t->base);
+    linger(t);
 }
 
 static void
@@ -455,7 +500,9 @@ listener_sweep(gpointer data)
     for (guint i = 0; i < late->len; i++) {
         TlsTransport *t = late->pdata[i];
 
-        refusal_log(t, "no TLS handshake within the handshake timeout");
+        if (!t->lingering) {
+            refusal_log(t, "no TLS handshake within the handshake timeout");
+        }
         tls_free(&t->base);
     }
     if (idle_limit > 0) {

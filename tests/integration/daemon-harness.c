@@ -26,6 +26,12 @@ print_log(void)
 Daemon *
 daemon_new(const char *testhv_keys)
 {
+    return daemon_new_full(testhv_keys, NULL);
+}
+
+Daemon *
+daemon_new_full(const char *testhv_keys, const char *rpc_keys)
+{
     g_autoptr(GError) error = NULL;
     Daemon *d = g_new0(Daemon, 1);
     g_autofree char *text = NULL;
@@ -53,11 +59,13 @@ daemon_new(const char *testhv_keys)
                            "[rpc]\n"
                            "unix_socket=%s\n"
                            "unix_socket_ro=%s\n"
+                           "%s"
                            "[plugin.testhv]\n"
                            "record=%s\n"
                            "%s",
                            etc, d->dir, d->dir, BERTH_BUILD_ROOT, d->domains, d->sock,
-                           d->sock_ro, d->record, testhv_keys ? testhv_keys : "");
+                           d->sock_ro, rpc_keys ? rpc_keys : "", d->record,
+                           testhv_keys ? testhv_keys : "");
     g_assert_true(g_file_set_contents(d->conf, text, -1, &error));
     current = d;
     return d;

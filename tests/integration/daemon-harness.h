@@ -19,6 +19,8 @@ typedef struct {
 /* Creates the dir and a config loading testhv with @testhv_keys (extra "key=value\n" lines for
  * [plugin.testhv], may be NULL). */
 Daemon *daemon_new(const char *testhv_keys);
+/* The same, with extra "key=value\n" lines for [rpc] (may be NULL). */
+Daemon *daemon_new_full(const char *testhv_keys, const char *rpc_keys);
 /* Starts berthd and waits until its socket answers; fails the test otherwise. */
 void daemon_start(Daemon *d);
 /* SIGTERM and wait; asserts a clean exit. */
