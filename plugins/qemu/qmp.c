@@ -857,6 +857,12 @@ qmp_execute(BerthQmp *qmp, QmpState allowed, const char *command, const char *ar
         g_mutex_unlock(&qmp->lock);
         goto out;
     }
+    if (g_cancellable_is_cancelled(cancellable)) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_CANCELLED, "%s was cancelled before it was sent",
+                    command);
+        g_mutex_unlock(&qmp->lock);
+        goto out;
+    }
     g_hash_table_insert(qmp->pending, p.id, &p);
     qmp_queue_locked(qmp, line);
     while (!p.done) {
@@ -1077,13 +1083,14 @@ berth_qmp_connect(BerthQmp *qmp, const char *path, guint timeout_ms, GCancellabl
                         "connecting to the QEMU monitor socket '%s' was cancelled", path);
             return FALSE;
         }
-        if (deadline && g_get_monotonic_time() + QMP_CONNECT_RETRY_US > deadline) {
+        left = deadline ? deadline - g_get_monotonic_time() : QMP_CONNECT_RETRY_US;
+        if (left <= 0) {
             g_set_error(error, BERTH_ERROR, BERTH_ERROR_TIMEOUT,
                         "QEMU monitor socket '%s' did not accept a connection within %u ms: %s",
                         path, timeout_ms, g_strerror(last_errno));
             return FALSE;
         }
-        g_usleep(QMP_CONNECT_RETRY_US);
+        g_usleep((gulong) MIN(left, QMP_CONNECT_RETRY_US));
     }
 }
 
