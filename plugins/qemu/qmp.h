@@ -23,6 +23,18 @@ G_BEGIN_DECLS
  * {"error":...} is BERTH_ERROR_PLUGIN_FAILED with the message "QEMU refused COMMAND: DESC"
  * (the class is returned separately), a timeout BERTH_ERROR_TIMEOUT, a cancelled wait
  * BERTH_ERROR_CANCELLED, a closed or broken monitor BERTH_ERROR_PLUGIN_FAILED.
+ *
+ * Details the code guarantees (qmp.c):
+ * - A BerthQmp connects once; after a failed connect or a close, use a new one.
+ * - @closed runs only for a connection that was up (a failed connect reports through its
+ *   GError), and never for a close by the last unref.
+ * - The last unref from a thread other than the context's waits for a callback that is running
+ *   on the context to return (so user_data may be freed right after); do not hold a lock your
+ *   callbacks take while dropping the last reference there. From inside a callback it is fine.
+ * - Callbacks may call berth_qmp_close() or berth_qmp_unref(); events after that are dropped.
+ * - A reply without an id goes to the only waiting command; with no command waiting it is
+ *   dropped, with several it is a protocol error (the connection closes).
+ * - @args_json must be a JSON object (else BERTH_ERROR_INVALID_ARGUMENT, nothing is sent).
  */
 typedef struct BerthQmp BerthQmp;
 
