@@ -537,7 +537,8 @@ qmp_read(BerthQmp *qmp, int fd, guint max_reads)
             return TRUE;
         }
         if (got <= 0) {
-            GError *reason = got == 0
+            /* A reset is an EOF too: QEMU exited with our last command unread. */
+            GError *reason = got == 0 || errno == ECONNRESET
                 ? g_error_new(BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
                               "monitor connection closed by QEMU")
                 : g_error_new(BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,

@@ -200,6 +200,7 @@ test_qemu(void)
     g_assert_true(g_str_has_prefix(error->message, "QEMU refused no-such-command: "));
     g_assert_cmpstr(cls, ==, "CommandNotFound");
     g_clear_error(&error);
+    g_clear_pointer(&cls, g_free);
     g_assert_false(berth_qmp_command(f->qmp, "device_del", "{\"id\": \"nope\"}", TIMEOUT_MS, NULL,
                                      NULL, &cls, &error));
     g_assert_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED);
