@@ -32,7 +32,8 @@ typedef struct {
  * The capabilities of @binary (absolute path, or a name looked up in PATH), probing it when
  * neither the memory cache nor @cache_dir (may be NULL: memory only) holds a result for its
  * current mtime. The probe's QMP I/O runs on @ctx, which another thread must be running:
- * do not call this on the thread that runs @ctx. Thread-safe; concurrent calls for the same
+ * do not call this on the thread that runs @ctx. With @ctx NULL the probe runs its own
+ * context on a short-lived thread. Thread-safe; concurrent calls for the same
  * binary probe once. Returns a new reference.
  */
 BerthQemuCaps *berth_qemu_caps_get(const char *binary, const char *cache_dir, GMainContext *ctx,
@@ -47,5 +48,8 @@ gboolean berth_qemu_caps_has_machine(const BerthQemuCaps *caps, const char *mach
 
 /* For tests: forget the in-memory cache. */
 void berth_qemu_caps_cache_clear(void);
+
+/* For tests: how many probe processes this process has started so far. */
+guint berth_qemu_caps_probe_count(void);
 
 G_END_DECLS
