@@ -702,6 +702,77 @@ cmd_events(Ctl *ctl, const Command *cmd, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* nodedev-list [--class 0xCC] [--driver NAME]: host PCI devices (the vfio plugin). */
+static int
+cmd_nodedev_list(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    static const char *const spec[] = {"class=", "driver=", NULL};
+    static const char *const headers[] = {"ADDRESS", "CLASS", "VENDOR", "DEVICE", "DRIVER",
+                                          "GROUP", "STATE", "DOMAIN", NULL};
+    static const char *const keys[] = {"address", "class", "vendor", "device", "driver",
+                                       "iommu_group", "state", "domain", NULL};
+    g_autoptr(GString) params = g_string_new("{");
+    const char *cls;
+    const char *driver;
+    yajl_val tree = NULL;
+
+    PARSE(spec, 0);
+    cls = g_hash_table_lookup(opts, "class");
+    driver = g_hash_table_lookup(opts, "driver");
+    if (cls) {
+        g_autofree char *s = berth_rpc_json_string(cls);
+        g_string_append_printf(params, "\"class\":%s", s);
+    }
+    if (driver) {
+        g_autofree char *s = berth_rpc_json_string(driver);
+        g_string_append_printf(params, "%s\"driver\":%s", cls ? "," : "", s);
+    }
+    g_string_append_c(params, '}');
+    rc = ctl_call(ctl, cmd->method, params->str, TRUE, &tree);
+    if (rc == EXIT_OK && tree) {
+        print_object_table(tree, headers, keys);
+        yajl_tree_free(tree);
+    }
+    return rc;
+}
+
+/* nodedev-get/detach/reattach/reset ADDRESS. */
+static int
+cmd_nodedev(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    g_autofree char *addr = NULL;
+    g_autofree char *params = NULL;
+    yajl_val tree = NULL;
+    const char *done = NULL;
+
+    PARSE(NULL, 1);
+    addr = berth_rpc_json_string(pos->pdata[0]);
+    params = g_strdup_printf("{\"address\":%s}", addr);
+    rc = ctl_call(ctl, cmd->method, params, TRUE, &tree);
+    if (rc != EXIT_OK || ctl->json) {
+        yajl_tree_free(tree);
+        return rc;
+    }
+    if (strcmp(cmd->name, "nodedev-get") == 0) {
+        print_fields(tree, "", NULL);
+    } else if (strcmp(cmd->name, "nodedev-detach") == 0) {
+        done = "detached to vfio-pci";
+    } else if (strcmp(cmd->name, "nodedev-reattach") == 0) {
+        done = "reattached to its host driver";
+    } else {
+        done = "reset";
+    }
+    if (done) {
+        yajl_val driver = obj_get(tree, "driver");
+        g_autofree char *d = driver ? cell(driver) : NULL;
+
+        printf("Device '%s' %s%s%s%s.\n", (const char *) pos->pdata[0], done,
+               d ? " (driver " : "", d ? d : "", d ? ")" : "");
+    }
+    yajl_tree_free(tree);
+    return EXIT_OK;
+}
+
 static int
 cmd_help(Ctl *ctl, const Command *cmd, int argc, char **argv);
 
@@ -747,6 +818,20 @@ static const Command commands[] = {
      "object per line. A line of type events-lost says how many events were dropped because\n"
      "this client did not keep up.\n",
      cmd_events},
+    {"nodedev-list", "nodedev.list", "[--class 0xCC] [--driver NAME]",
+     "List host PCI devices and who owns them (the vfio plugin).",
+     "  --class 0xCC    only devices whose class starts so (0x02: network, 0x0c03: USB)\n"
+     "  --driver NAME   only devices bound to NAME ('none': unbound)\n",
+     cmd_nodedev_list},
+    {"nodedev-get", "nodedev.get", "ADDRESS", "Show one host PCI device (0000:06:12.5).", NULL,
+     cmd_nodedev},
+    {"nodedev-detach", "nodedev.detach", "ADDRESS",
+     "Bind a host PCI device to vfio-pci for a managed='no' hostdev.", NULL, cmd_nodedev},
+    {"nodedev-reattach", "nodedev.reattach", "ADDRESS",
+     "Give a detached host PCI device back to its host driver.", NULL, cmd_nodedev},
+    {"nodedev-reset", "nodedev.reset", "ADDRESS",
+     "Reset a host PCI device that no domain uses (function-level reset).", NULL,
+     cmd_nodedev},
     {"ping", "agent.ping", "", "Check that berthd answers.", NULL, cmd_simple_query},
     {"help", NULL, "[COMMAND]", "Show the help of berthctl or of one command.", NULL,
      cmd_help},
