@@ -305,6 +305,11 @@ qmp_handle_event(BerthQmp *qmp, yajl_val event, yajl_val root, GError **error)
                     "QEMU sent an event whose name is not a string");
         return FALSE;
     }
+    if (data && !YAJL_IS_OBJECT(data)) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                    "QEMU sent event %s with data that is not an object", YAJL_GET_STRING(event));
+        return FALSE;
+    }
     if (YAJL_IS_INTEGER(secs) && YAJL_IS_INTEGER(usecs) && YAJL_GET_INTEGER(secs) >= 0 &&
         YAJL_GET_INTEGER(secs) < G_MAXINT64 / G_USEC_PER_SEC - 1 &&
         YAJL_GET_INTEGER(usecs) >= 0 && YAJL_GET_INTEGER(usecs) < G_USEC_PER_SEC) {
