@@ -466,7 +466,8 @@ step_failed(GError **error, GError *step_error, const char *op, const char *addr
     }
     g_set_error(error, BERTH_ERROR, code, "%s PCI device '%s' failed at step '%s': %s; %s%s",
                 op, addr, step, step_error->message,
-                rollback_error ? "rolling back failed too: " : "the steps before it were rolled back",
+                rollback_error ? "rolling back failed too: "
+                               : "the steps before it were rolled back",
                 rollback_error ? rollback_error->message : "");
     g_error_free(step_error);
     if (rollback_error) {
