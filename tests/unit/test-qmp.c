@@ -34,6 +34,10 @@ typedef struct {
     char *closed_reason;
     gboolean close_in_callback;   /* the event callback closes the client on "CLOSE_ME" */
     gboolean unref_in_callback;   /* ... or drops the fixture's reference */
+    gboolean block_in_callback;   /* the event callback waits for @release on "BLOCK" */
+    gboolean blocked;
+    gboolean release;
+    gboolean callback_done;
 } Fixture;
 
 /* ---- the fake QEMU ---- */
@@ -139,6 +143,15 @@ on_event(BerthQmp *qmp, const char *event, const char *data_json, gint64 timesta
                                                timestamp_us));
     close_it = f->close_in_callback && strcmp(event, "CLOSE_ME") == 0;
     unref_it = f->unref_in_callback && strcmp(event, "CLOSE_ME") == 0;
+    if (f->block_in_callback && strcmp(event, "BLOCK") == 0) {
+        f->blocked = TRUE;
+        g_cond_broadcast(&f->cond);
+        while (!f->release) {
+            g_cond_wait(&f->cond, &f->lock);
+        }
+        g_usleep(50 * 1000);
+        f->callback_done = TRUE;
+    }
     g_cond_broadcast(&f->cond);
     g_mutex_unlock(&f->lock);
     if (close_it) {
@@ -893,6 +906,66 @@ test_unref_pending(Fixture *f, gconstpointer data)
     call_free(c);
 }
 
+/* berth_qmp_close() from another thread: the waiting command fails, closed runs once. */
+static void
+test_close_from_thread(Fixture *f, gconstpointer data)
+{
+    g_autofree char *id = NULL;
+    g_autofree char *name = NULL;
+    Call *c;
+
+    connect_fixture(f, 4096);
+    c = call_start(f, "query-status", NULL, 0, NULL);
+    name = peer_read_command(f, &id, NULL);
+    berth_qmp_close(f->qmp);
+    assert_closed_with(f, c, "closed by berth");
+    berth_qmp_close(f->qmp); /* twice is harmless */
+    settle();
+    g_assert_cmpuint(f->closed_count, ==, 1);
+    call_free(c);
+}
+
+/* The last unref from another thread returns only after a running callback did. */
+static gpointer
+unref_thread(gpointer data)
+{
+    Fixture *f = data;
+    gboolean done;
+
+    berth_qmp_unref(f->qmp);
+    g_mutex_lock(&f->lock);
+    done = f->callback_done;
+    g_mutex_unlock(&f->lock);
+    return GINT_TO_POINTER(done);
+}
+
+static void
+test_unref_waits_for_callback(Fixture *f, gconstpointer data)
+{
+    GThread *t;
+
+    connect_fixture(f, 4096);
+    f->block_in_callback = TRUE;
+    peer_send(f, "{\"event\": \"BLOCK\"}{\"event\": \"AFTER\"}\r\n");
+    g_mutex_lock(&f->lock);
+    while (!f->blocked) {
+        g_cond_wait(&f->cond, &f->lock);
+    }
+    g_mutex_unlock(&f->lock);
+    t = g_thread_new("qmp-unref", unref_thread, f);
+    settle();
+    g_mutex_lock(&f->lock);
+    f->release = TRUE;
+    g_cond_broadcast(&f->cond);
+    g_mutex_unlock(&f->lock);
+    g_assert_true(GPOINTER_TO_INT(g_thread_join(t)));
+    f->qmp = NULL;
+    peer_expect_eof(f);
+    settle();
+    g_assert_cmpuint(f->events->len, ==, 1); /* not AFTER */
+    g_assert_cmpuint(f->closed_count, ==, 0);
+}
+
 /* berth_qmp_close() from an event callback: the events after it are not delivered, closed
  * runs once, after the event. */
 static void
@@ -1010,6 +1083,8 @@ main(int argc, char **argv)
     ADD("/qemu/qmp/connect-cancel", test_connect_cancel);
     ADD("/qemu/qmp/connect-bad-greeting", test_connect_bad_greeting);
     ADD("/qemu/qmp/unref-with-pending", test_unref_pending);
+    ADD("/qemu/qmp/close-from-thread", test_close_from_thread);
+    ADD("/qemu/qmp/unref-waits-for-callback", test_unref_waits_for_callback);
     ADD("/qemu/qmp/close-in-callback", test_close_in_callback);
     ADD("/qemu/qmp/unref-in-callback", test_unref_in_callback);
     ADD("/qemu/qmp/flush-input", test_flush_input);
