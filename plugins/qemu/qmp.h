@@ -91,7 +91,9 @@ gboolean berth_qmp_command(BerthQmp *qmp, const char *command, const char *args_
 gboolean berth_qmp_is_connected(BerthQmp *qmp);
 
 /* Reads and dispatches, without blocking, whatever QEMU has already written to the socket
- * (events sent just before it exited are in it). Call on the context's thread. */
+ * (events sent just before it exited are in it). Call on the context's thread. The event
+ * callback, and @closed if it finds the end of the stream, run before it returns; called from
+ * inside a callback it does nothing (the running read goes on by itself). */
 void berth_qmp_flush_input(BerthQmp *qmp);
 
 /* Closes the connection now (waiting commands fail, @closed runs). Any thread. */
