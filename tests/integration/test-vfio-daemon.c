@@ -453,6 +453,48 @@ test_bad_input_and_concurrency(void)
     daemon_stop(e->d);
 }
 
+static int
+berthctl(Env *e, char **out, const char *a1, const char *a2, const char *a3, const char *a4)
+{
+    g_autofree char *bin = g_build_filename(BERTH_BUILD_ROOT, "agent", "ctl", "berthctl", NULL);
+    g_autofree char *uri = g_strdup_printf("unix:%s", e->d->sock);
+    const char *argv[] = { bin, "--connect", uri, a1, a2, a3, a4, NULL };
+
+    return run_cmd(argv, out);
+}
+
+/* The berthctl nodedev commands against the daemon. */
+static void
+test_berthctl(void)
+{
+    g_autoptr(Env) e = env_new();
+    g_autofree char *out = NULL;
+
+    daemon_start(e->d);
+    g_assert_cmpint(berthctl(e, &out, "nodedev-list", "--class", "0x02", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "ADDRESS"));
+    g_assert_nonnull(strstr(out, DUAL1));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl(e, &out, "nodedev-detach", NIC, NULL, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "Device '" NIC "' detached to vfio-pci (driver vfio-pci)."));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl(e, &out, "nodedev-list", "--driver", "vfio-pci", NULL), ==, 0);
+    g_assert_nonnull(strstr(out, NIC));
+    g_assert_null(strstr(out, DUAL1));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl(e, &out, "--json", "nodedev-get", NIC, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "\"state\":\"detached\""));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl(e, &out, "nodedev-reset", NIC, NULL, NULL), ==, 0);
+    g_clear_pointer(&out, g_free);
+    /* Exit 1 for an API error (busy: already detached), 2 for a usage error. */
+    g_assert_cmpint(berthctl(e, NULL, "nodedev-detach", NIC, NULL, NULL), ==, 1);
+    g_assert_cmpint(berthctl(e, NULL, "nodedev-detach", NULL, NULL, NULL), ==, 2);
+    g_assert_cmpint(berthctl(e, &out, "nodedev-reattach", NIC, NULL, NULL), ==, 0);
+    g_assert_nonnull(strstr(out, "reattached to its host driver (driver e1000e)"));
+    daemon_stop(e->d);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -464,5 +506,6 @@ main(int argc, char **argv)
     g_test_add_func("/vfio/daemon/restart", test_restart);
     g_test_add_func("/vfio/daemon/bad-input-and-concurrent-detach",
                     test_bad_input_and_concurrency);
+    g_test_add_func("/vfio/daemon/berthctl", test_berthctl);
     return g_test_run();
 }
