@@ -347,11 +347,18 @@ vfio_manager_reattach(VfioManager *m, const char *address, GCancellable *cancel,
     g_mutex_lock(&m->op_lock);
     ok = check_not_active(m, addr, "reattached to the host", &orig, &on_inactive, error) &&
          (d = vfio_sysfs_read_device(m->sysfs, addr, error)) != NULL;
-    if (ok && !on_inactive && !is_vfio(d)) {
+    if (ok && !is_vfio(d) && (!on_inactive || d->driver)) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
                     "PCI device '%s' is not detached: it is %s%s", addr,
                     d->driver ? "bound to " : "unbound", d->driver ? d->driver : "");
         ok = FALSE;
+        if (on_inactive) {
+            /* Someone bound it to a host driver behind our back: the entry is stale. */
+            g_mutex_lock(&m->lists_lock);
+            vfio_lists_remove(m->lists, addr);
+            save_locked(m, NULL);
+            g_mutex_unlock(&m->lists_lock);
+        }
     }
     if (ok && !vfio_sysfs_reattach(m->sysfs, addr, orig, cancel, error)) {
         /* Rolled back onto vfio-pci: keep it on the inactive list. */

@@ -262,15 +262,13 @@ vfio_sysfs_list(VfioSysfs *s, GError **error)
 {
     g_autofree char *dir_path = g_build_filename(s->sysfs_root, "bus", "pci", "devices", NULL);
     g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func((GDestroyNotify) vfio_pci_dev_free);
-    g_autoptr(GDir) dir = g_dir_open(dir_path, 0, error);
+    g_autoptr(GError) local = NULL;
+    g_autoptr(GDir) dir = g_dir_open(dir_path, 0, &local);
     const char *name;
 
     if (!dir) {
-        g_prefix_error(error, "cannot list PCI devices: ");
-        if (*error) {
-            (*error)->domain = BERTH_ERROR;
-            (*error)->code = BERTH_ERROR_PLUGIN_FAILED;
-        }
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                    "cannot list PCI devices: %s", local->message);
         return NULL;
     }
     while ((name = g_dir_read_name(dir)) && out->len < LIST_MAX) {
@@ -374,9 +372,9 @@ wait_for(VfioSysfs *s, const char *addr, CondFunc cond, const char *arg, const c
                         "PCI device '%s' vanished while waiting for %s", addr, what);
             return FALSE;
         }
-        if (g_cancellable_set_error_if_cancelled(cancel, error)) {
-            (*error)->domain = BERTH_ERROR;
-            (*error)->code = BERTH_ERROR_CANCELLED;
+        if (g_cancellable_is_cancelled(cancel)) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_CANCELLED,
+                        "the job was cancelled while waiting for %s", what);
             return FALSE;
         }
         if (g_get_monotonic_time() >= end) {

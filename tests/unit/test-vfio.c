@@ -721,6 +721,59 @@ test_manager_release_reattach_fails(Fixture *f, gconstpointer data)
     assert_driver(f, NIC, "e1000e");
 }
 
+/* Bound back to a host driver behind the plugin's back: the inactive entry is dropped. */
+static void
+test_manager_stale_inactive(Fixture *f, gconstpointer data)
+{
+    g_autoptr(VfioManager) m = manager(f);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *lists = NULL;
+
+    g_assert_true(vfio_manager_detach(m, NIC, NULL, &error));
+    g_assert_true(vfio_sysfs_reattach(f->sysfs, NIC, "e1000e", NULL, &error));
+    g_assert_no_error(error);
+    g_assert_false(vfio_manager_reattach(m, NIC, NULL, &error));
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE);
+    g_assert_nonnull(strstr(error->message, "bound to e1000e"));
+    lists = vfio_manager_lists_json(m);
+    g_assert_cmpstr(lists, ==, "{\"version\":1,\"active\":[],\"inactive\":[]}");
+}
+
+static gboolean
+cancel_later(gpointer c)
+{
+    g_cancellable_cancel(c);
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer
+cancel_thread(gpointer c)
+{
+    g_usleep(100 * 1000);
+    cancel_later(c);
+    return NULL;
+}
+
+/* A cancelled job stops waiting and still rolls back. */
+static void
+test_sysfs_cancelled(Fixture *f, gconstpointer data)
+{
+    g_autoptr(GCancellable) c = g_cancellable_new();
+    g_autoptr(GError) error = NULL;
+    g_autofree char *orig = NULL;
+    GThread *th;
+    gint64 t0 = g_get_monotonic_time();
+
+    vsim_set_fail(f->sim, NIC, "bind-fail");
+    th = g_thread_new("cancel", cancel_thread, c);
+    g_assert_false(vfio_sysfs_detach(f->sysfs, NIC, &orig, c, &error));
+    g_thread_join(th);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_CANCELLED);
+    g_assert_nonnull(strstr(error->message, "at step 'bind to vfio-pci'"));
+    g_assert_cmpint(g_get_monotonic_time() - t0, <, WAIT_MS * 1000);
+    assert_driver(f, NIC, "e1000e");
+}
+
 static void
 test_manager_list(Fixture *f, gconstpointer data)
 {
@@ -776,6 +829,8 @@ main(int argc, char **argv)
     T("/vfio/manager/restart", test_manager_restart);
     T("/vfio/manager/release-reattach-fails", test_manager_release_reattach_fails);
     T("/vfio/manager/list", test_manager_list);
+    T("/vfio/manager/stale-inactive-entry", test_manager_stale_inactive);
+    T("/vfio/sysfs/rollback/cancelled", test_sysfs_cancelled);
 #undef T
     return g_test_run();
 }
