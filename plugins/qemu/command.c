@@ -1119,10 +1119,11 @@ net_netdev_props(const BerthNetDef *n, GError **error)
         props_str(p, "downscript", "no");
     } else {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                    "interface '%s': type '%s' is not supported by the qemu plugin; attach a "
-                    "tap device to the %s yourself and use <interface type='ethernet'> with "
-                    "<target dev='TAP'/>, or use type 'user'",
-                    n->alias, n->type, strcmp(n->type, "bridge") == 0 ? "bridge" : "network");
+                    "interface '%s': type '%s' is not supported by the qemu plugin (it creates "
+                    "no taps and knows no networks); create a tap device%s and use <interface "
+                    "type='ethernet'> with <target dev='TAP'/>, or use type 'user'",
+                    n->alias, n->type,
+                    strcmp(n->type, "bridge") == 0 ? ", add it to the bridge" : "");
         return NULL;
     }
     return g_steal_pointer(&p);
