@@ -469,9 +469,10 @@ probe_run(BerthQemuCaps *c, GMainContext *ctx, GError **error)
     g_autofree char *sock = g_build_filename(dir, "qmp.sock", NULL);
     g_autofree char *errfile = g_build_filename(dir, "stderr", NULL);
     g_autofree char *chardev = g_strdup_printf("socket,id=mon,path=%s,server=on,wait=off", sock);
+    /* With /dev/kvm, KVM first and TCG as QEMU's fallback: query-kvm then tells which. */
     const char *argv[] = {c->binary, "-machine", "none", "-accel", kvm_fd >= 0 ? "kvm" : "tcg",
-                          "-nodefaults", "-no-user-config", "-display", "none", "-S",
-                          "-chardev", chardev, "-mon", "chardev=mon,mode=control", NULL};
+                          "-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
+                          "-S", "-chardev", chardev, "-mon", "chardev=mon,mode=control", NULL};
     int errfd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
 

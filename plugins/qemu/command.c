@@ -1637,6 +1637,13 @@ argv_build(GPtrArray *argv, const BerthDomainDef *def, const BerthQemuLayout *la
         return FALSE;
     }
     gboolean kvm = strcmp(accel, "kvm") == 0;
+    if (def->arch && strcmp(def->arch, "x86_64") != 0 && strcmp(def->arch, "i686") != 0) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                    "domain '%s': architecture '%s' is not supported by the qemu plugin "
+                    "(x86_64 or i686)",
+                    def->name, def->arch);
+        return FALSE;
+    }
     if (!machine_kind(machine, &kind, error)) {
         return FALSE;
     }

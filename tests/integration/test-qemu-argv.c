@@ -733,6 +733,76 @@ test_hotplug(void)
     vm_stop(&vm);
 }
 
+/* A virtiofs share plugged into a domain started with shared memory, and unplugged. */
+static void
+test_hotplug_virtiofs(void)
+{
+    Vm vm;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *why = NULL;
+    g_autofree char *skip = NULL;
+    g_autoptr(GPtrArray) fs_sockets = g_ptr_array_new_with_free_func(g_free);
+
+    if (!g_getenv("BERTH_VIRTIOFSD")) {
+        g_test_skip("BERTH_VIRTIOFSD is not set (berth-virtiofsd is not built)");
+        return;
+    }
+    vm_init(&vm);
+    g_autoptr(BerthDomainDef) def = load_def_in("memory-shared", vm.dir);
+    g_assert_true(vm_prepare(&vm, def, fs_sockets, &skip));
+    g_autofree char *qmp_path = g_build_filename(vm.dir, "qmp.sock", NULL);
+    BerthQemuCmdOpts opts = {
+        .binary = qemu_binary,
+        .accel = accel,
+        .qmp_socket = qmp_path,
+        .run_dir = vm.dir,
+        .caps = caps,
+    };
+    g_autoptr(BerthQemuLayout) layout = berth_qemu_layout_new(def, 1, &error);
+    g_assert_no_error(error);
+    g_auto(GStrv) argv = berth_qemu_build_argv(def, layout, &opts, &error);
+    g_assert_no_error(error);
+    if (!vm_spawn(&vm, argv, qmp_path, &why)) {
+        g_test_message("QEMU did not start: %s", why ? why : "?");
+        g_assert_not_reached();
+    }
+
+    g_autofree char *sock = g_build_filename(vm.dir, "hot-fs.sock", NULL);
+    g_autofree char *share = g_build_filename(vm.dir, "hot-share", NULL);
+    g_assert_true(vm_start_virtiofsd(&vm, sock, share));
+    BerthFsDef fs = {
+        .alias = (char *) "fs0",
+        .driver_type = (char *) "virtiofs",
+        .source_dir = share,
+        .target_dir = (char *) "hot",
+    };
+    BerthDeviceDef dev = {.struct_size = sizeof(dev), .type = BERTH_DEVICE_FS, .u.fs = &fs};
+    g_autoptr(GPtrArray) calls = NULL;
+    g_autoptr(GPtrArray) rollback = NULL;
+
+    g_assert_true(berth_qemu_layout_attach(layout, &dev, &error));
+    g_assert_true(berth_qemu_hotplug_calls(def, layout, &dev, &opts, sock, &calls, &rollback,
+                                           &error));
+    g_assert_no_error(error);
+    run_calls(&vm, calls);
+    {
+        g_autoptr(GHashTable) present = vm_peripherals(&vm);
+        g_assert_true(g_hash_table_contains(present, "fs0"));
+    }
+    g_autofree char *reply = vm_command(&vm, "device_del", "{\"id\":\"fs0\"}");
+    g_assert_true(wait_deleted(&vm, "fs0", 5000));
+    BerthFsDef *fss[] = {&fs};
+    BerthDomainDef live = *def;
+    live.filesystems = fss;
+    live.n_filesystems = 1;
+    g_autoptr(GPtrArray) unplug = berth_qemu_unplug_calls(&live, "fs0");
+    g_assert_cmpuint(unplug->len, ==, 1);
+    run_calls(&vm, unplug);
+    berth_qemu_layout_detach(layout, "fs0");
+    vm_quit(&vm);
+    vm_stop(&vm);
+}
+
 /* ---- capabilities ---- */
 
 static void
@@ -949,6 +1019,7 @@ main(int argc, char **argv)
         g_test_add_data_func(path, &run_cases[i], test_run);
     }
     g_test_add_func("/qemu/hotplug/disk-and-net", test_hotplug);
+    g_test_add_func("/qemu/hotplug/virtiofs", test_hotplug_virtiofs);
     int rc = g_test_run();
 
     berth_qemu_caps_unref(caps);

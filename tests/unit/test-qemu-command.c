@@ -60,6 +60,7 @@ static const GoldenCase golden_cases[] = {
     {"err-reserved-slot", 1, FALSE, BERTH_ERROR_INVALID_ARGUMENT},
     {"err-port-slot", 1, FALSE, BERTH_ERROR_INVALID_ARGUMENT},
     {"err-machine", 1, FALSE, BERTH_ERROR_UNSUPPORTED},
+    {"err-arch", 1, FALSE, BERTH_ERROR_UNSUPPORTED},
     {"err-too-many-devices", 4, FALSE, BERTH_ERROR_INVALID_ARGUMENT},
 };
 
