@@ -495,6 +495,76 @@ test_berthctl(void)
     daemon_stop(e->d);
 }
 
+/* The simulation as a standalone daemon (vfio-sim ROOT), started and stopped by pid, driven
+ * by berthd with its sample host: detach and reattach through the API. */
+static void
+test_standalone_sim(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(Daemon) d = daemon_new(NULL);
+    g_autofree char *bin = g_build_filename(BERTH_BUILD_ROOT, "tests", "vfio-sim", "vfio-sim",
+                                            NULL);
+    g_autofree char *root = g_build_filename(d->dir, "hw", NULL);
+    g_autofree char *sysfs = g_build_filename(root, "sys", NULL);
+    g_autofree char *devvfio = g_build_filename(root, "dev", "vfio", NULL);
+    g_autofree char *link = g_build_filename(sysfs, "bus", "pci", "devices", "0000:06:00.0",
+                                             "driver", NULL);
+    g_autofree char *plugdir = g_build_filename(d->dir, "plugins", NULL);
+    g_autofree char *conf = NULL;
+    g_autofree char *keys = NULL;
+    g_autofree char *dir_line = NULL;
+    g_autofree char *line = NULL;
+    g_autofree char *target = NULL;
+    g_autofree char *out = NULL;
+    g_autoptr(GString) text = NULL;
+    g_autoptr(GSubprocess) sim = NULL;
+    g_autoptr(GDataInputStream) in = NULL;
+    g_autoptr(BerthClient) c = NULL;
+    const char *p = "{\"address\":\"0000:06:00.0\"}";
+
+    sim = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, bin, root, NULL);
+    g_assert_no_error(error);
+    in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(sim));
+    line = g_data_input_stream_read_line(in, NULL, NULL, &error);
+    g_assert_no_error(error);
+    {
+        g_autofree char *want = g_strdup_printf("sysfs_root=%s", sysfs);
+        g_assert_cmpstr(line, ==, want);
+    }
+
+    g_assert_cmpint(g_mkdir(plugdir, 0755), ==, 0);
+    {
+        g_autofree char *l1 = g_build_filename(plugdir, "testhv.so", NULL);
+        g_autofree char *l2 = g_build_filename(plugdir, "vfio.so", NULL);
+        g_assert_cmpint(symlink(BERTH_BUILD_ROOT "/tests/plugins/testhv.so", l1), ==, 0);
+        g_assert_cmpint(symlink(BERTH_BUILD_ROOT "/plugins/vfio/vfio.so", l2), ==, 0);
+    }
+    g_assert_true(g_file_get_contents(d->conf, &conf, NULL, NULL));
+    text = g_string_new(conf);
+    replace_line(text, "plugins=testhv;", "plugins=testhv;vfio;");
+    dir_line = g_strdup_printf("plugin_dir=%s", plugdir);
+    replace_line(text, "plugin_dir=", dir_line);
+    keys = g_strdup_printf("\n[plugin.vfio]\nsysfs_root=%s\ndev_vfio_dir=%s\n", sysfs, devvfio);
+    g_string_append(text, keys);
+    g_assert_true(g_file_set_contents(d->conf, text->str, -1, NULL));
+
+    daemon_start(d);
+    c = daemon_connect(d, FALSE);
+    out = call_ok(c, "nodedev.detach", p);
+    target = g_file_read_link(link, NULL);
+    g_assert_cmpstr(target, ==, "../../drivers/vfio-pci");
+    g_free(call_ok(c, "nodedev.reattach", p));
+    g_free(target);
+    target = g_file_read_link(link, NULL);
+    g_assert_cmpstr(target, ==, "../../drivers/e1000e");
+    daemon_stop(d);
+
+    g_subprocess_send_signal(sim, SIGTERM);
+    g_assert_true(g_subprocess_wait(sim, NULL, &error));
+    g_assert_true(g_subprocess_get_if_exited(sim));
+    g_assert_cmpint(g_subprocess_get_exit_status(sim), ==, 0);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -507,5 +577,6 @@ main(int argc, char **argv)
     g_test_add_func("/vfio/daemon/bad-input-and-concurrent-detach",
                     test_bad_input_and_concurrency);
     g_test_add_func("/vfio/daemon/berthctl", test_berthctl);
+    g_test_add_func("/vfio/daemon/standalone-sim", test_standalone_sim);
     return g_test_run();
 }
