@@ -580,7 +580,9 @@ test_run(gconstpointer data)
         if (host_cpu && why && strstr(why, "failed to set MSR")) {
             /* A nested hypervisor that cannot give the guest the host's MSRs. */
             g_autofree char *msg = g_strdup_printf("-cpu host does not work on this host: %s",
-                                                   why);
+                                                   g_strstrip(why));
+            /* One TAP line. */
+            g_strdelimit(msg, "\r\n", ' ');
             g_test_skip(msg);
             return;
         }
