@@ -592,6 +592,12 @@ test_run(gconstpointer data)
     }
     vm_check_status(&vm);
     check_devices(&vm, def, layout);
+    /* Log files appear under their own names (a comma in one must survive the escaping). */
+    for (guint i = 0; i < def->n_serials; i++) {
+        if (strcmp(def->serials[i]->type, "file") == 0) {
+            g_assert_true(g_file_test(def->serials[i]->path, G_FILE_TEST_IS_REGULAR));
+        }
+    }
     vm_quit(&vm);
     vm_stop(&vm);
 }

@@ -572,6 +572,57 @@ test_layout_no_alias(void)
     g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INTERNAL);
 }
 
+/* With capabilities, what the binary lacks is refused by name. */
+static void
+test_argv_caps(void)
+{
+    g_autoptr(BerthDomainDef) def = load_def("disk-raw");
+    g_autoptr(BerthQemuLayout) layout = layout_of("disk-raw", 1, NULL);
+    g_autoptr(GError) error = NULL;
+    char *machines[] = {(char *) "pc", (char *) "q35", NULL};
+    BerthQemuCaps caps = {
+        .ref = 1,
+        .binary = (char *) "/usr/bin/qemu-system-x86_64",
+        .kvm = TRUE,
+        .machines = machines,
+        .devices = g_hash_table_new(g_str_hash, g_str_equal),
+    };
+    TestOpts t;
+
+    test_opts_init(&t, def, FALSE);
+    t.opts.caps = &caps;
+    g_hash_table_add(caps.devices, (char *) "pcie-root-port");
+    g_hash_table_add(caps.devices, (char *) "virtio-blk-pci");
+    g_auto(GStrv) ok = berth_qemu_build_argv(def, layout, &t.opts, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(ok);
+
+    g_hash_table_remove(caps.devices, "virtio-blk-pci");
+    g_auto(GStrv) no_dev = berth_qemu_build_argv(def, layout, &t.opts, &error);
+    g_assert_null(no_dev);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(error->message, "'virtio-blk-pci'"));
+    g_clear_error(&error);
+
+    g_hash_table_add(caps.devices, (char *) "virtio-blk-pci");
+    caps.kvm = FALSE;
+    g_auto(GStrv) no_kvm = berth_qemu_build_argv(def, layout, &t.opts, &error);
+    g_assert_null(no_kvm);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(error->message, "KVM"));
+    g_clear_error(&error);
+
+    caps.kvm = TRUE;
+    machines[1] = NULL;
+    g_auto(GStrv) no_machine = berth_qemu_build_argv(def, layout, &t.opts, &error);
+    g_assert_null(no_machine);
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED);
+    g_assert_nonnull(strstr(error->message, "'q35'"));
+
+    g_hash_table_unref(caps.devices);
+    test_opts_clear(&t);
+}
+
 /* ---- hotplug commands ---- */
 
 static void
@@ -784,6 +835,7 @@ main(int argc, char **argv)
         g_test_add_data_func(path, &golden_cases[i], test_golden);
     }
     g_test_add_func("/qemu/argv/all-listed", test_golden_all_listed);
+    g_test_add_func("/qemu/argv/capabilities", test_argv_caps);
     g_test_add_func("/qemu/layout/deterministic", test_layout_deterministic);
     g_test_add_func("/qemu/layout/attach-detach", test_layout_attach_detach);
     g_test_add_func("/qemu/layout/attach-pc", test_layout_attach_pc);
