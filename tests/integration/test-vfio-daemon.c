@@ -216,6 +216,7 @@ test_reattach_on_removed_unmanaged(void)
     t0 = g_get_monotonic_time();
     for (int round = 0; round < ROUNDS; round++) {
         g_autofree char *det = call_ok(c, "nodedev.detach", nic);
+        g_autofree char *det_state = json_str(det, "state");
         g_autofree char *res = call_ok(c, "domain.attach_device", attach);
         g_autofree char *alias = json_str(res, "alias");
         g_autofree char *st = nodedev_state(c, NIC);
@@ -225,6 +226,7 @@ test_reattach_on_removed_unmanaged(void)
         AsyncCall a = { c, g_strdup("domain.detach_device"), NULL, NULL, NULL, FALSE };
         GThread *th;
 
+        g_assert_cmpstr(det_state, ==, "detached");
         g_assert_cmpstr(st, ==, "assigned");
         a.params = g_strdup_printf("{\"name\":\"vm1\",\"alias\":\"%s\"}", alias);
         th = g_thread_new("detach", async_call_thread, &a);
@@ -551,6 +553,7 @@ test_standalone_sim(void)
     daemon_start(d);
     c = daemon_connect(d, FALSE);
     out = call_ok(c, "nodedev.detach", p);
+    g_assert_nonnull(strstr(out, "\"state\":\"detached\""));
     target = g_file_read_link(link, NULL);
     g_assert_cmpstr(target, ==, "../../drivers/vfio-pci");
     g_free(call_ok(c, "nodedev.reattach", p));

@@ -23,6 +23,9 @@ typedef struct {
 static Host H;
 
 static void
+h_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static void
 h_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
 {
     va_list ap;
