@@ -629,7 +629,7 @@ run_calls(Vm *vm, GPtrArray *calls)
 {
     for (guint i = 0; i < calls->len; i++) {
         const BerthQmpCall *c = g_ptr_array_index(calls, i);
-        g_autofree char *reply = vm_command(vm, c->command, c->args_json);
+        g_free(vm_command(vm, c->command, c->args_json));
     }
 }
 
@@ -708,7 +708,7 @@ test_hotplug(void)
     live.n_nets = 1;
     for (guint i = 0; i < 2; i++) {
         g_autofree char *args = g_strdup_printf("{\"id\":\"%s\"}", ids[i]);
-        g_autofree char *reply = vm_command(&vm, "device_del", args);
+        g_free(vm_command(&vm, "device_del", args));
         gint64 t0 = g_get_monotonic_time();
 
         g_assert_true(wait_deleted(&vm, ids[i], 5000));
@@ -797,7 +797,7 @@ test_hotplug_virtiofs(void)
         g_autoptr(GHashTable) present = vm_peripherals(&vm);
         g_assert_true(g_hash_table_contains(present, "fs0"));
     }
-    g_autofree char *reply = vm_command(&vm, "device_del", "{\"id\":\"fs0\"}");
+    g_free(vm_command(&vm, "device_del", "{\"id\":\"fs0\"}"));
     g_assert_true(wait_deleted(&vm, "fs0", 5000));
     BerthFsDef *fss[] = {&fs};
     BerthDomainDef live = *def;
@@ -903,12 +903,14 @@ test_caps_probe(void)
     g_autoptr(BerthQemuCaps) c6 = berth_qemu_caps_get(copy, cache, NULL, &error);
     g_assert_no_error(error);
     g_assert_cmpuint(berth_qemu_caps_probe_count(), ==, n0 + 3);
+    check_caps_content(c6);
 
     /* No cache dir: memory only. */
     berth_qemu_caps_cache_clear();
     g_autoptr(BerthQemuCaps) c7 = berth_qemu_caps_get(copy, NULL, NULL, &error);
     g_assert_no_error(error);
     g_assert_cmpuint(berth_qemu_caps_probe_count(), ==, n0 + 4);
+    check_caps_content(c7);
 
     const char *rm[] = {"rm", "-rf", dir, NULL};
     run_cmd(rm);
