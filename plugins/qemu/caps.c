@@ -87,6 +87,19 @@ berth_qemu_caps_probe_count(void)
     return n;
 }
 
+/* Whether this process can open /dev/kvm now. */
+static gboolean
+kvm_device_usable(void)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+    if (fd < 0) {
+        return FALSE;
+    }
+    close(fd);
+    return TRUE;
+}
+
 static BerthQemuCaps *
 caps_alloc(const char *binary, gint64 mtime_us)
 {
@@ -115,6 +128,7 @@ caps_to_json(const BerthQemuCaps *c)
     berth_json_kv_int(g, "version", c->version);
     berth_json_kv_str(g, "version_str", c->version_str);
     berth_json_kv_bool(g, "kvm", c->kvm);
+    berth_json_kv_bool(g, "kvm_device", c->kvm_device);
     berth_json_kv_str(g, "default_machine", c->default_machine);
     berth_json_str(g, "machines");
     yajl_gen_array_open(g);
@@ -164,12 +178,14 @@ caps_from_json(const char *json)
     yajl_val version = json_get(root, "version", yajl_t_number);
     yajl_val version_str = json_get(root, "version_str", yajl_t_string);
     yajl_val kvm = json_get(root, "kvm", yajl_t_any);
+    yajl_val kvm_device = json_get(root, "kvm_device", yajl_t_any);
     yajl_val def = json_get(root, "default_machine", yajl_t_any);
     yajl_val machines = json_get(root, "machines", yajl_t_array);
     yajl_val alias = json_get(root, "machine_alias", yajl_t_object);
     yajl_val devices = json_get(root, "devices", yajl_t_array);
     if (!path || !mtime || !YAJL_IS_INTEGER(mtime) || !version || !YAJL_IS_INTEGER(version) ||
-        !version_str || !kvm || !(YAJL_IS_TRUE(kvm) || YAJL_IS_FALSE(kvm)) || !def ||
+        !version_str || !kvm || !(YAJL_IS_TRUE(kvm) || YAJL_IS_FALSE(kvm)) || !kvm_device ||
+        !(YAJL_IS_TRUE(kvm_device) || YAJL_IS_FALSE(kvm_device)) || !def ||
         !(YAJL_IS_STRING(def) || YAJL_IS_NULL(def)) || !machines || !alias || !devices) {
         goto cleanup;
     }
@@ -177,6 +193,7 @@ caps_from_json(const char *json)
     c->version = (guint) YAJL_GET_INTEGER(version);
     c->version_str = g_strdup(version_str->u.string);
     c->kvm = YAJL_IS_TRUE(kvm);
+    c->kvm_device = YAJL_IS_TRUE(kvm_device);
     c->default_machine = YAJL_IS_STRING(def) ? g_strdup(def->u.string) : NULL;
     c->machines = g_new0(char *, machines->u.array.len + 1);
     for (size_t i = 0; i < machines->u.array.len; i++) {
@@ -224,7 +241,7 @@ cache_file_path(const char *cache_dir, const char *binary)
 
 /* The cached result for @binary at @mtime_us, or NULL (missing, stale or unreadable). */
 static BerthQemuCaps *
-cache_file_load(const char *cache_dir, const char *binary, gint64 mtime_us)
+cache_file_load(const char *cache_dir, const char *binary, gint64 mtime_us, gboolean kvm_dev)
 {
     g_autofree char *file = cache_file_path(cache_dir, binary);
     g_autofree char *text = NULL;
@@ -236,7 +253,8 @@ cache_file_load(const char *cache_dir, const char *binary, gint64 mtime_us)
         return NULL;
     }
     BerthQemuCaps *c = caps_from_json(text);
-    if (c && (strcmp(c->binary, binary) != 0 || c->mtime_us != mtime_us)) {
+    if (c && (strcmp(c->binary, binary) != 0 || c->mtime_us != mtime_us ||
+              c->kvm_device != kvm_dev)) {
         g_clear_pointer(&c, berth_qemu_caps_unref);
     }
     return c;
@@ -456,21 +474,17 @@ probe_run(BerthQemuCaps *c, GMainContext *ctx, GError **error)
     const gint64 deadline = g_get_monotonic_time() + BERTH_QEMU_CAPS_TIMEOUT_MS * 1000;
     g_autoptr(GError) local = NULL;
     g_autofree char *dir = g_dir_make_tmp("berth-caps-XXXXXX", &local);
-    int kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     GPid pid = 0;
     gboolean ok = FALSE;
 
     if (!dir) {
         return probe_fail(error, c->binary, "%s", local->message);
     }
-    if (kvm_fd >= 0) {
-        close(kvm_fd);
-    }
     g_autofree char *sock = g_build_filename(dir, "qmp.sock", NULL);
     g_autofree char *errfile = g_build_filename(dir, "stderr", NULL);
     g_autofree char *chardev = g_strdup_printf("socket,id=mon,path=%s,server=on,wait=off", sock);
     /* With /dev/kvm, KVM first and TCG as QEMU's fallback: query-kvm then tells which. */
-    const char *argv[] = {c->binary, "-machine", "none", "-accel", kvm_fd >= 0 ? "kvm" : "tcg",
+    const char *argv[] = {c->binary, "-machine", "none", "-accel", c->kvm_device ? "kvm" : "tcg",
                           "-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
                           "-S", "-chardev", chardev, "-mon", "chardev=mon,mode=control", NULL};
     int errfd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -555,14 +569,15 @@ cleanup_dir:
 /* ---- the cache ---- */
 
 static BerthQemuCaps *
-cache_lookup(const char *binary, gint64 mtime_us)
+cache_lookup(const char *binary, gint64 mtime_us, gboolean kvm_dev)
 {
     BerthQemuCaps *c = NULL;
 
     g_mutex_lock(&caps_lock);
     if (caps_cache) {
         c = g_hash_table_lookup(caps_cache, binary);
-        c = c && c->mtime_us == mtime_us ? berth_qemu_caps_ref(c) : NULL;
+        c = c && c->mtime_us == mtime_us && c->kvm_device == kvm_dev ? berth_qemu_caps_ref(c)
+                                                                      : NULL;
     }
     g_mutex_unlock(&caps_lock);
     return c;
@@ -611,20 +626,22 @@ berth_qemu_caps_get(const char *binary, const char *cache_dir, GMainContext *ctx
     }
     gint64 mtime_us = (gint64) st.st_mtim.tv_sec * G_USEC_PER_SEC + st.st_mtim.tv_nsec / 1000;
 
-    BerthQemuCaps *c = cache_lookup(path, mtime_us);
+    gboolean kvm_dev = kvm_device_usable();
+    BerthQemuCaps *c = cache_lookup(path, mtime_us, kvm_dev);
     if (c) {
         return c;
     }
     g_mutex_lock(&caps_probe_lock);
-    c = cache_lookup(path, mtime_us);
+    c = cache_lookup(path, mtime_us, kvm_dev);
     if (!c && cache_dir) {
-        c = cache_file_load(cache_dir, path, mtime_us);
+        c = cache_file_load(cache_dir, path, mtime_us, kvm_dev);
         if (c) {
             cache_insert(c);
         }
     }
     if (!c) {
         c = caps_alloc(path, mtime_us);
+        c->kvm_device = kvm_dev;
         if (!probe_run(c, ctx, error)) {
             g_clear_pointer(&c, berth_qemu_caps_unref);
         } else {

@@ -9,8 +9,8 @@ G_BEGIN_DECLS
  * The probe starts the binary once with `-machine none -nodefaults -display none -S` and a QMP
  * socket (accelerator kvm when /dev/kvm opens, tcg otherwise), asks query-version, query-kvm,
  * query-machines and qom-list-types (implements "device"), and quits it. Results are cached in
- * memory and as JSON in the cache dir, keyed by the binary's path and mtime: a new binary
- * (package upgrade) is probed again, an unchanged one never twice.
+ * memory and as JSON in the cache dir, keyed by the binary's path and mtime (and whether
+ * /dev/kvm opens): a new binary (package upgrade) is probed again, an unchanged one never twice.
  */
 typedef struct {
     int ref;            /* private */
@@ -23,6 +23,7 @@ typedef struct {
     GHashTable *machine_alias; /* "q35" -> "pc-q35-7.2", "pc" -> "pc-i440fx-7.2" */
     char *default_machine;
     GHashTable *devices; /* set of device type names ("virtio-blk-pci", "vfio-pci", ...) */
+    gboolean kvm_device; /* /dev/kvm opened when probed; when that changes, probed again */
 } BerthQemuCaps;
 
 /* The probe's default limit for the whole probe. */

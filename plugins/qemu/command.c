@@ -1356,12 +1356,15 @@ argv_memory(GPtrArray *argv, const BerthDomainDef *def, GError **error)
                     def->name, source);
         return FALSE;
     }
+    /* Whole MiB, as libvirt rounds x86 guests: QEMU aligns -m itself and then wants the
+     * backend to have exactly that size. */
+    guint64 kib = (def->memory_kib + 1023) / 1024 * 1024;
     props_str(obj, "id", "pc.ram");
-    props_int(obj, "size", (gint64) (def->memory_kib * 1024));
+    props_int(obj, "size", (gint64) (kib * 1024));
     if (shared) {
         props_bool(obj, "share", TRUE);
     }
-    argv_addf(argv, "-m", "size=%" G_GUINT64_FORMAT "k", def->memory_kib);
+    argv_addf(argv, "-m", "size=%" G_GUINT64_FORMAT "k", kib);
     argv_props(argv, "-object", obj);
     return TRUE;
 }

@@ -44,6 +44,7 @@ static const RunCase run_cases[] = {
     {"machine-versioned", 1, FALSE}, {"cpu-host-passthrough", 0, FALSE},
     {"cpu-host-model", 0, FALSE},    {"cpu-custom", 0, FALSE},
     {"memory-shared", 0, FALSE},     {"memory-anonymous", 0, FALSE},
+    {"memory-rounding", 0, FALSE},
     {"kernel-boot", 1, FALSE},       {"disk-raw", 2, FALSE},
     {"disk-qcow2", 2, FALSE},        {"disk-readonly", 1, FALSE},
     {"cdrom", 1, FALSE},             {"disk-sata", 1, FALSE},
@@ -855,6 +856,11 @@ test_caps_probe(void)
     g_assert_cmpstr(c1->binary, ==, copy);
     g_assert_cmpuint(c1->version, ==, caps->version);
     g_assert_cmpint(c1->kvm, ==, caps->kvm);
+    int kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    g_assert_cmpint(c1->kvm_device, ==, kvm_fd >= 0);
+    if (kvm_fd >= 0) {
+        close(kvm_fd);
+    }
     g_test_message("QEMU %s, kvm %s, %u device types, default machine %s", c1->version_str,
                    c1->kvm ? "yes" : "no", g_hash_table_size(c1->devices),
                    c1->default_machine ? c1->default_machine : "none");

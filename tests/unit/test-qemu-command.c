@@ -27,6 +27,7 @@ static const GoldenCase golden_cases[] = {
     {"cpu-custom", 0, FALSE, -1},
     {"memory-shared", 0, FALSE, -1},
     {"memory-anonymous", 0, FALSE, -1},
+    {"memory-rounding", 0, FALSE, -1},
     {"kernel-boot", 1, FALSE, -1},
     {"disk-raw", 2, FALSE, -1},
     {"disk-qcow2", 2, FALSE, -1},
