@@ -93,16 +93,32 @@ client_new(int fd)
     return c;
 }
 
+/* The TLS name of an alert ("certificate_expired"), as RFC 8446 spells it. */
+static char *
+alert_tls_name(gnutls_alert_description_t alert)
+{
+    const char *name = gnutls_alert_get_strname(alert);
+
+    if (!name) {
+        return g_strdup_printf("alert %d", (int) alert);
+    }
+    if (g_str_has_prefix(name, "GNUTLS_A_")) {
+        name += strlen("GNUTLS_A_");
+    }
+    return g_ascii_strdown(name, -1);
+}
+
 /* A gnutls error as a GError: a fatal alert from berthd says what it refused. */
 static void
 set_tls_error(BerthClient *c, int rc, const char *what, GError **error)
 {
     if (rc == GNUTLS_E_FATAL_ALERT_RECEIVED || rc == GNUTLS_E_WARNING_ALERT_RECEIVED) {
         gnutls_alert_description_t alert = gnutls_alert_get(c->tls);
+        g_autofree char *name = alert_tls_name(alert);
 
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED,
-                    "berthd refused the TLS connection: %s (%s)",
-                    gnutls_alert_get_strname(alert), gnutls_alert_get_name(alert));
+                    "berthd refused the TLS connection: %s (%s)", name,
+                    gnutls_alert_get_name(alert));
         return;
     }
     if (rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {

@@ -470,6 +470,9 @@ berth_tls_creds_new_session(BerthTlsCreds *creds, int fd, BerthTlsPeerCheck *che
         return NULL;
     }
     gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE);
+    /* No list of acceptable CAs: a client then sends the certificate it has, and learns
+     * from the alert why it is refused instead of sending none. */
+    gnutls_certificate_send_x509_rdn_sequence(session, 1);
     gnutls_session_set_verify_function(session, verify_callback);
     check->creds = creds;
     gnutls_session_set_ptr(session, check);

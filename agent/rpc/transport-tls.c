@@ -286,8 +286,10 @@ handshake_refuse(TlsTransport *t, int rc)
 
     if (t->check.alert) {
         gnutls_alert_send(t->session, GNUTLS_AL_FATAL, t->check.alert);
-        why = g_strdup_printf("%s (alert %s)", t->check.reason,
-                              gnutls_alert_get_strname(t->check.alert));
+        g_autofree char *name = g_ascii_strdown(gnutls_alert_get_strname(t->check.alert)
+                                                    + strlen("GNUTLS_A_"), -1);
+
+        why = g_strdup_printf("%s (alert %s)", t->check.reason, name);
     } else {
         if (rc != GNUTLS_E_PREMATURE_TERMINATION && rc != GNUTLS_E_PUSH_ERROR &&
             rc != GNUTLS_E_FATAL_ALERT_RECEIVED) {
