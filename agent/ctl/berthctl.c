@@ -9,6 +9,7 @@
 #include "build-config.h"
 #include "client.h"
 #include "errors.h"
+#include "pki.h"
 #include "rpc/jsonrpc.h"
 
 /* Exit codes scripts rely on (documented in --help, berthctl(1) and docs/api.md). */
@@ -26,6 +27,7 @@ typedef struct {
     char *uri;
     gboolean json;
     BerthClient *client;
+    BerthClientTls tls; /* --tls-cert, --tls-key, --tls-ca (NULL: client.conf, pki dirs) */
 } Ctl;
 
 typedef struct Command Command;
@@ -190,7 +192,11 @@ ctl_connect(Ctl *ctl)
     if (ctl->client) {
         return EXIT_OK;
     }
-    ctl->client = berth_client_connect(ctl->uri, &error);
+    if (g_str_has_prefix(ctl->uri, "tls://")) {
+        ctl->client = berth_client_connect_tls(ctl->uri, &ctl->tls, &error);
+    } else {
+        ctl->client = berth_client_connect(ctl->uri, &error);
+    }
     if (!ctl->client) {
         fprintf(stderr, "berthctl: cannot connect: %s\n", error->message);
         return EXIT_CONNECT;
@@ -776,6 +782,15 @@ cmd_nodedev(Ctl *ctl, const Command *cmd, int argc, char **argv)
 static int
 cmd_help(Ctl *ctl, const Command *cmd, int argc, char **argv);
 
+static int
+cmd_pki(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    if (argc > 0) {
+        return usage_error(cmd, "unexpected argument '%s'", argv[0]);
+    }
+    return berthctl_pki(ctl->uri, &ctl->tls);
+}
+
 static const Command commands[] = {
     {"info", "agent.info", "", "Show the agent: version, directories, counts.", NULL,
      cmd_simple_query},
@@ -833,6 +848,15 @@ static const Command commands[] = {
      "Reset a host PCI device that no domain uses (function-level reset).", NULL,
      cmd_nodedev},
     {"ping", "agent.ping", "", "Check that berthd answers.", NULL, cmd_simple_query},
+    {"reload-tls", "agent.reload_tls", "",
+     "Make berthd re-read its TLS certificate, key, CA and CRL.", NULL, cmd_simple_query},
+    {"pki", NULL, "",
+     "Show the TLS client certificate in use and check it (and berthd's, with --connect).",
+     "Prints the subject (the form tls_admin and tls_readonly patterns match), SANs,\n"
+     "validity and clientAuth usage of the client certificate, checks that it chains to the\n"
+     "CA and, with --connect tls://HOST:PORT, that berthd's certificate verifies and that\n"
+     "berthd accepts this client. Files: see --tls-cert; docs/tls.md.\n",
+     cmd_pki},
     {"help", NULL, "[COMMAND]", "Show the help of berthctl or of one command.", NULL,
      cmd_help},
 };
@@ -857,13 +881,19 @@ print_usage(FILE *out)
             "The command-line client of berthd.\n"
             "\n"
             "Options:\n"
-            "  -c, --connect URI   berthd's address: unix:PATH (tls://HOST:PORT later);\n"
+            "  -c, --connect URI   berthd's address: unix:PATH or tls://HOST[:PORT]\n"
+            "                      (port 16515; mutual TLS, see docs/tls.md);\n"
             "                      default $BERTH_URI, else the default socket:\n"
             "                      /run/berth/berthd.sock as root,\n"
             "                      $XDG_RUNTIME_DIR/berth/berthd.sock otherwise\n"
             "  -r, --readonly      use the read-only socket (berthd-ro.sock) beside the\n"
             "                      default one or $BERTH_URI's: queries and events only\n"
             "  -j, --json          print results as JSON, one line, for scripts\n"
+            "  --tls-cert FILE     TLS client certificate; --tls-key FILE its key;\n"
+            "  --tls-ca FILE       the CA of berthd's certificate. Defaults: [tls] cert,\n"
+            "                      key, ca in ~/.config/berth/client.conf, else\n"
+            "                      ~/.config/berth/pki/ (non-root), else /etc/berth/pki/\n"
+            "                      client-cert.pem, client-key.pem, ca-cert.pem\n"
             "  -h, --help          show this help ('berthctl help COMMAND' for a command)\n"
             "  -V, --version       show berthctl's version\n"
             "\n"
@@ -946,6 +976,17 @@ main(int argc, char **argv)
             connect = argv[++i];
         } else if (g_str_has_prefix(arg, "--connect=")) {
             connect = arg + strlen("--connect=");
+        } else if (strcmp(arg, "--tls-cert") == 0 || strcmp(arg, "--tls-key") == 0 ||
+                   strcmp(arg, "--tls-ca") == 0) {
+            char **field = arg[6] == 'c' && arg[7] == 'e' ? &ctl.tls.cert
+                           : arg[6] == 'k'               ? &ctl.tls.key
+                                                         : &ctl.tls.ca;
+
+            if (i + 1 >= argc) {
+                return usage_error(NULL, "option '%s' needs a file", arg);
+            }
+            g_free(*field);
+            *field = g_strdup(argv[++i]);
         } else if (strcmp(arg, "-r") == 0 || strcmp(arg, "--readonly") == 0) {
             readonly = TRUE;
         } else if (strcmp(arg, "-j") == 0 || strcmp(arg, "--json") == 0) {
@@ -995,6 +1036,7 @@ main(int argc, char **argv)
     }
     rc = cmd->func(&ctl, cmd, argc - i - 1, argv + i + 1);
     berth_client_free(ctl.client);
+    berth_client_tls_clear(&ctl.tls);
     g_free(ctl.uri);
     return rc;
 }

@@ -116,7 +116,7 @@ set_tls_error(BerthClient *c, int rc, const char *what, GError **error)
         gnutls_alert_description_t alert = gnutls_alert_get(c->tls);
         g_autofree char *name = alert_tls_name(alert);
 
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED,
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
                     "berthd refused the TLS connection: %s (%s)", name,
                     gnutls_alert_get_name(alert));
         return;
@@ -126,7 +126,7 @@ set_tls_error(BerthClient *c, int rc, const char *what, GError **error)
         unsigned status = gnutls_session_get_verify_cert_status(c->tls);
 
         gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED,
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
                     "berthd's certificate does not verify: %s",
                     text.data ? (const char *) text.data : "unknown reason");
         gnutls_free(text.data);

@@ -35,9 +35,10 @@ void berth_client_tls_clear(BerthClientTls *tls);
 gboolean berth_client_tls_find(BerthClientTls *tls, GError **error);
 /*
  * Connects to "tls://HOST[:PORT]" with these files (NULL fields are found as above). berthd's
- * certificate must chain to the CA and name HOST. A refusal by berthd comes back as
- * BERTH_ERROR_ACCESS_DENIED naming the TLS alert it sent ("certificate_expired", ...), here or
- * (TLS 1.3 sends it after the handshake) on the first call.
+ * certificate must chain to the CA and name HOST (else G_IO_ERROR_PERMISSION_DENIED). A
+ * refusal by berthd comes back as G_IO_ERROR_PERMISSION_DENIED naming the TLS alert it sent
+ * ("certificate_expired", ...), here or (TLS 1.3 sends it after the handshake) on the first
+ * call.
  */
 BerthClient *berth_client_connect_tls(const char *uri, const BerthClientTls *tls,
                                       GError **error);

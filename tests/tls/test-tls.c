@@ -264,7 +264,7 @@ test_client_errors(void)
         if (c) {
             g_assert_false(berth_client_call(c, "agent.ping", NULL, NULL, &error));
         }
-        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED);
+        g_assert_error(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED);
         g_test_message("%s: %s", cases[i].cert, error->message);
         g_assert_nonnull(strstr(error->message, cases[i].name));
     }
@@ -382,6 +382,45 @@ test_gnutls_cli(void)
     g_assert_nonnull(strstr(out2, "Certificate is required"));
 }
 
+static int
+berthctl(const char *cert, const char *command, char **out)
+{
+    g_autofree char *exe = g_build_filename(BERTH_BUILD_ROOT, "agent", "ctl", "berthctl", NULL);
+    g_autofree char *uri = g_strdup_printf("tls://localhost:%u", main_port);
+    g_autofree char *c = pki_file(cert, "cert");
+    g_autofree char *k = pki_file(cert, "key");
+    g_autofree char *ca = pki_file("ca", "cert");
+    g_autofree char *cmd = g_strdup_printf("%s --connect %s --tls-cert %s --tls-key %s "
+                                           "--tls-ca %s %s 2>&1", exe, uri, c, k, ca, command);
+    const char *argv[] = {"sh", "-c", cmd, NULL};
+    int status = run_cmd(argv, out);
+
+    g_test_message("berthctl %s (%s): %s", command, cert, *out);
+    return status;
+}
+
+static void
+test_berthctl(void)
+{
+    g_autofree char *out = NULL;
+
+    g_assert_cmpint(berthctl("admin", "ping", &out), ==, 0);
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl("admin", "pki", &out), ==, 0);
+    g_assert_nonnull(strstr(out, "subject:            CN=admin1,O=berth test"));
+    g_assert_nonnull(strstr(out, "server certificate: CN=localhost,O=berth test"));
+    g_assert_nonnull(strstr(out, "accepts this client"));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl("expired", "list", &out), ==, 3);
+    g_assert_nonnull(strstr(out, "certificate_expired"));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl("noeku", "pki", &out), ==, 3);
+    g_assert_nonnull(strstr(out, "clientAuth usage:   NO"));
+    g_clear_pointer(&out, g_free);
+    g_assert_cmpint(berthctl("readonly", "reload-tls", &out), ==, 1);
+    g_assert_nonnull(strstr(out, "access-denied"));
+}
+
 static gsize
 proc_rss_kib(const char *pid)
 {
@@ -467,6 +506,11 @@ test_load(void)
 
     /* A first round sizes the allocator's arenas; the second must leave nothing behind. */
     load_round();
+    for (int r = 0; g_getenv("LOAD_ROUNDS") && r < atoi(g_getenv("LOAD_ROUNDS")); r++) {
+        g_usleep(300000);
+        g_printerr("round %d: fds %u rss %zu\n", r, proc_fds(pid), proc_rss_kib(pid));
+        load_round();
+    }
     g_usleep(300000);
     fds_before = proc_fds(pid);
     rss_before = proc_rss_kib(pid);
@@ -669,6 +713,7 @@ main(int argc, char **argv)
     g_test_add_func("/tls/readonly-role", test_roles);
     g_test_add_func("/tls/python-client", test_python_client);
     g_test_add_func("/tls/gnutls-cli", test_gnutls_cli);
+    g_test_add_func("/tls/berthctl", test_berthctl);
     g_test_add_func("/tls/load-200x100", test_load);
     g_test_add_func("/tls/rotation", test_rotation);
     g_test_add_func("/tls/limits", test_limits);
