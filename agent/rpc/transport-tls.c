@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "../errors.h"
+#include "server-private.h"
 
 #define ACCEPT_BURST 32
 #define ACCEPT_BACKOFF_MS 200
@@ -638,9 +639,7 @@ berth_tls_listener_new(BerthRpcServer *server, const char *address, const BerthT
     l = g_new0(BerthTlsListener, 1);
     l->refcount = 1;
     l->server = server;
-    l->ctx = g_main_context_ref(g_main_context_get_thread_default()
-                                    ? g_main_context_get_thread_default()
-                                    : g_main_context_default());
+    l->ctx = g_main_context_ref(server->ctx);
     l->fd = fd;
     l->port = port;
     l->creds = creds;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/types.h>
 #include <yajl/yajl_tree.h>
 
@@ -71,6 +72,13 @@ daemon_new_full(const char *testhv_keys, const char *rpc_keys)
     return d;
 }
 
+/* berthd goes with the test: a test that aborts leaves no daemon holding its output open. */
+static void
+die_with_parent(gpointer data)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
 void
 daemon_start(Daemon *d)
 {
@@ -80,6 +88,7 @@ daemon_start(Daemon *d)
     gint64 end = g_get_monotonic_time() + 15 * G_USEC_PER_SEC;
 
     g_subprocess_launcher_set_stderr_file_path(l, d->log);
+    g_subprocess_launcher_set_child_setup(l, die_with_parent, NULL, NULL);
     g_subprocess_launcher_setenv(l, "G_MESSAGES_DEBUG", "", TRUE);
     g_subprocess_launcher_setenv(l, "LSAN_OPTIONS",
                                  "suppressions=" BERTH_SOURCE_ROOT "/tests/lsan.supp", TRUE);

@@ -1,0 +1,487 @@
+/* Benchmark of the JSON-RPC TLS listener: round trips/s on one connection, full handshakes/s
+ * (new connection + one call), and latency with 100 concurrent clients; optionally berthctl
+ * against virsh over TLS. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gnutls/gnutls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <yajl/yajl_gen.h>
+
+#include <berth/json.h>
+
+#include "build-config.h"
+#include "ctl/client.h"
+#include "rpc/server.h"
+#include "rpc/tls.h"
+
+#define RUNS 5
+#define ONE_CONN_CALLS 20000
+#define HANDSHAKES 400
+#define MANY_CONNS 100
+#define MANY_CALLS 50000
+#define CLI_RUNS 20
+
+typedef struct {
+    GMainContext *ctx;
+    GMainLoop *loop;
+    GThread *thread;
+    BerthRpcServer *server;
+    BerthTlsListener *tls;
+    guint16 port;
+    char *pki;
+} Bench;
+
+typedef struct {
+    double rate;
+    double p50_us;
+    double p99_us;
+} Result;
+
+static gint64
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Like the daemon's agent.info: an object of about 400 bytes built with yajl. */
+static void
+info_handler(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "version", "0.1.0");
+    berth_json_kv_str(g, "hostname", g_get_host_name());
+    berth_json_kv_int(g, "pid", getpid());
+    berth_json_kv_int(g, "uptime_s", g_get_monotonic_time() / G_USEC_PER_SEC);
+    berth_json_kv_bool(g, "privileged", FALSE);
+    berth_json_kv_str(g, "config_file", "/etc/berth/berthd.conf");
+    berth_json_str(g, "dirs");
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "config", "/etc/berth");
+    berth_json_kv_str(g, "state", "/var/lib/berth");
+    berth_json_kv_str(g, "run", "/run/berth");
+    berth_json_kv_str(g, "plugins", "/usr/lib/x86_64-linux-gnu/berth/plugins");
+    berth_json_kv_str(g, "domains", "/etc/berth/domains");
+    yajl_gen_map_close(g);
+    berth_json_kv_int(g, "domains", 12);
+    berth_json_kv_int(g, "plugins", 4);
+    berth_json_kv_int(g, "last_event_seq", 4711);
+    yajl_gen_map_close(g);
+    berth_rpc_call_reply(call, berth_json_finish(g));
+}
+
+static void
+list_handler(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    berth_rpc_call_reply(call, g_strdup("[]"));
+}
+
+static gpointer
+loop_thread(gpointer data)
+{
+    Bench *b = data;
+
+    g_main_context_push_thread_default(b->ctx);
+    g_main_loop_run(b->loop);
+    g_main_context_pop_thread_default(b->ctx);
+    return NULL;
+}
+
+static char *
+pki_file(Bench *b, const char *name, const char *kind)
+{
+    return g_strdup_printf("%s/%s-%s.pem", b->pki, name, kind);
+}
+
+static void
+bench_start(Bench *b)
+{
+    g_autoptr(GError) error = NULL;
+    BerthRpcLimits limits = {.max_clients = 1024};
+    char *admin[] = {"CN=admin*", NULL};
+    g_autofree char *cmd = NULL;
+    BerthTlsConfig cfg = {
+        .admin = admin,
+        .handshake_timeout_s = 10,
+        .max_unauthenticated = 1024,
+        .idle_timeout_s = 0,
+        .keepalive_s = 30,
+    };
+
+    b->pki = g_dir_make_tmp("berth-bench-tls-XXXXXX", &error);
+    g_assert_no_error(error);
+    cmd = g_strdup_printf("sh %s/tests/tls/gen-pki.sh %s >/dev/null", BERTH_SOURCE_ROOT, b->pki);
+    if (system(cmd) != 0) {
+        g_error("cannot make the PKI (certtool, gnutls-bin)");
+    }
+    cfg.cert = pki_file(b, "server", "cert");
+    cfg.key = pki_file(b, "server", "key");
+    cfg.ca = pki_file(b, "ca", "cert");
+    b->ctx = g_main_context_new();
+    b->loop = g_main_loop_new(b->ctx, FALSE);
+    b->server = berth_rpc_server_new(b->ctx, NULL, &limits);
+    berth_rpc_server_add_method(b->server, "agent.info", FALSE, info_handler, NULL);
+    berth_rpc_server_add_method(b->server, "domain.list", FALSE, list_handler, NULL);
+    b->tls = berth_tls_listener_new(b->server, "127.0.0.1:0", &cfg, &error);
+    g_assert_no_error(error);
+    b->port = berth_tls_listener_port(b->tls);
+    g_free(cfg.cert);
+    g_free(cfg.key);
+    g_free(cfg.ca);
+    b->thread = g_thread_new("rpc-loop", loop_thread, b);
+}
+
+static gboolean
+quit_loop(gpointer data)
+{
+    g_main_loop_quit(data);
+    return G_SOURCE_REMOVE;
+}
+
+static void
+bench_stop(Bench *b)
+{
+    g_autofree char *cmd = g_strdup_printf("rm -rf %s", b->pki);
+
+    g_main_context_invoke(b->ctx, quit_loop, b->loop);
+    g_thread_join(b->thread);
+    berth_tls_listener_free(b->tls);
+    berth_rpc_server_free(b->server);
+    g_main_loop_unref(b->loop);
+    g_main_context_unref(b->ctx);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "cannot remove %s\n", b->pki);
+    }
+    g_free(b->pki);
+}
+
+static BerthClient *
+client(Bench *b)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *uri = g_strdup_printf("tls://localhost:%u", b->port);
+    g_autofree char *cert = pki_file(b, "admin", "cert");
+    g_autofree char *key = pki_file(b, "admin", "key");
+    g_autofree char *ca = pki_file(b, "ca", "cert");
+    BerthClientTls tls = {cert, key, ca};
+    BerthClient *c = berth_client_connect_tls(uri, &tls, &error);
+
+    if (!c) {
+        g_error("%s", error->message);
+    }
+    return c;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    gint64 x = *(const gint64 *) a, y = *(const gint64 *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+static void
+percentiles(gint64 *lat, gsize n, Result *r)
+{
+    qsort(lat, n, sizeof(*lat), cmp_i64);
+    r->p50_us = (double) lat[n / 2] / 1000.0;
+    r->p99_us = (double) lat[n * 99 / 100] / 1000.0;
+}
+
+static Result
+run_one_connection(Bench *b)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthClient) c = client(b);
+    g_autofree gint64 *lat = g_new(gint64, ONE_CONN_CALLS);
+    gint64 start;
+    Result r = {0};
+
+    for (int i = 0; i < 1000; i++) {
+        if (!berth_client_call(c, "agent.info", NULL, NULL, &error)) {
+            g_error("%s", error->message);
+        }
+    }
+    start = now_ns();
+    for (int i = 0; i < ONE_CONN_CALLS; i++) {
+        gint64 t0 = now_ns();
+        char *result = NULL;
+
+        if (!berth_client_call(c, "agent.info", NULL, &result, &error)) {
+            g_error("%s", error->message);
+        }
+        g_free(result);
+        lat[i] = now_ns() - t0;
+    }
+    r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
+    percentiles(lat, ONE_CONN_CALLS, &r);
+    return r;
+}
+
+/* A new connection (TCP, full TLS handshake with both certificates) and one call, in turn. */
+static Result
+run_handshakes(Bench *b)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree gint64 *lat = g_new(gint64, HANDSHAKES);
+    gint64 start = now_ns();
+    Result r = {0};
+
+    for (int i = 0; i < HANDSHAKES; i++) {
+        gint64 t0 = now_ns();
+        g_autoptr(BerthClient) c = client(b);
+
+        if (!berth_client_call(c, "agent.ping", NULL, NULL, &error)) {
+            g_error("%s", error->message);
+        }
+        lat[i] = now_ns() - t0;
+    }
+    r.rate = HANDSHAKES / ((double) (now_ns() - start) / 1e9);
+    percentiles(lat, HANDSHAKES, &r);
+    return r;
+}
+
+typedef struct {
+    gnutls_session_t s;
+    gnutls_certificate_credentials_t cred;
+    int fd;
+    GString *in;
+    gint64 sent_at;
+} RawConn;
+
+static void
+raw_open(Bench *b, RawConn *rc)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(b->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    g_autofree char *cert = pki_file(b, "admin", "cert");
+    g_autofree char *key = pki_file(b, "admin", "key");
+    g_autofree char *ca = pki_file(b, "ca", "cert");
+    int on = 1;
+    int ret;
+
+    rc->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(rc->fd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+        g_error("connect: %s", g_strerror(errno));
+    }
+    setsockopt(rc->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    gnutls_certificate_allocate_credentials(&rc->cred);
+    gnutls_certificate_set_x509_trust_file(rc->cred, ca, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_set_x509_key_file(rc->cred, cert, key, GNUTLS_X509_FMT_PEM);
+    gnutls_init(&rc->s, GNUTLS_CLIENT);
+    gnutls_set_default_priority(rc->s);
+    gnutls_credentials_set(rc->s, GNUTLS_CRD_CERTIFICATE, rc->cred);
+    gnutls_transport_set_int(rc->s, rc->fd);
+    do {
+        ret = gnutls_handshake(rc->s);
+    } while (ret < 0 && !gnutls_error_is_fatal(ret));
+    if (ret < 0) {
+        g_error("handshake: %s", gnutls_strerror(ret));
+    }
+    fcntl(rc->fd, F_SETFL, fcntl(rc->fd, F_GETFL) | O_NONBLOCK);
+    rc->in = g_string_new(NULL);
+}
+
+static void
+raw_send(RawConn *rc, const char *req, gsize len)
+{
+    gssize n;
+
+    rc->sent_at = now_ns();
+    do {
+        n = gnutls_record_send(rc->s, req, len);
+    } while (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED);
+    if (n != (gssize) len) {
+        g_error("send: %s", gnutls_strerror((int) n));
+    }
+}
+
+/* 100 TLS connections, each with one request in flight, driven by one poll loop. */
+static Result
+run_many_connections(Bench *b)
+{
+    static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.info\"}\n";
+    RawConn conns[MANY_CONNS];
+    struct pollfd pfd[MANY_CONNS];
+    g_autofree gint64 *lat = g_new(gint64, MANY_CALLS + MANY_CONNS);
+    gsize done = 0, issued = 0;
+    gint64 start;
+    Result r = {0};
+
+    for (int i = 0; i < MANY_CONNS; i++) {
+        raw_open(b, &conns[i]);
+        pfd[i].fd = conns[i].fd;
+        pfd[i].events = POLLIN;
+    }
+    start = now_ns();
+    for (int i = 0; i < MANY_CONNS; i++) {
+        raw_send(&conns[i], req, strlen(req));
+        issued++;
+    }
+    while (done < MANY_CALLS) {
+        if (poll(pfd, MANY_CONNS, -1) < 0 && errno != EINTR) {
+            g_error("poll: %s", g_strerror(errno));
+        }
+        for (int i = 0; i < MANY_CONNS; i++) {
+            RawConn *rc = &conns[i];
+            char buf[8192];
+            gssize n;
+            char *nl;
+
+            if (!(pfd[i].revents & POLLIN)) {
+                continue;
+            }
+            do {
+                n = gnutls_record_recv(rc->s, buf, sizeof(buf));
+                if (n > 0) {
+                    g_string_append_len(rc->in, buf, n);
+                }
+            } while (n > 0 && gnutls_record_check_pending(rc->s) > 0);
+            if (n < 0 && n != GNUTLS_E_AGAIN && n != GNUTLS_E_INTERRUPTED) {
+                g_error("recv: %s", gnutls_strerror((int) n));
+            }
+            if (n == 0) {
+                g_error("recv: closed");
+            }
+            nl = memchr(rc->in->str, '\n', rc->in->len);
+            if (!nl) {
+                continue;
+            }
+            g_string_erase(rc->in, 0, nl - rc->in->str + 1);
+            lat[done++] = now_ns() - rc->sent_at;
+            if (issued < MANY_CALLS) {
+                raw_send(rc, req, strlen(req));
+                issued++;
+            }
+        }
+    }
+    r.rate = (double) done / ((double) (now_ns() - start) / 1e9);
+    percentiles(lat, done, &r);
+    for (int i = 0; i < MANY_CONNS; i++) {
+        gnutls_deinit(conns[i].s);
+        gnutls_certificate_free_credentials(conns[i].cred);
+        close(conns[i].fd);
+        g_string_free(conns[i].in, TRUE);
+    }
+    return r;
+}
+
+static double
+median(double *v, int n)
+{
+    qsort(v, (size_t) n, sizeof(*v), cmp_double);
+    return v[n / 2];
+}
+
+static void
+report(const char *label, Result *runs, const char *unit)
+{
+    double rate[RUNS], p50[RUNS], p99[RUNS];
+
+    for (int i = 0; i < RUNS; i++) {
+        rate[i] = runs[i].rate;
+        p50[i] = runs[i].p50_us;
+        p99[i] = runs[i].p99_us;
+    }
+    printf("| %-34s | %9.0f %-13s | %8.1f | %8.1f |\n", label, median(rate, RUNS), unit,
+           median(p50, RUNS), median(p99, RUNS));
+    for (int i = 0; i < RUNS; i++) {
+        fprintf(stderr, "#   run %d: %.0f/s p50 %.1f us p99 %.1f us\n", i + 1, runs[i].rate,
+                runs[i].p50_us, runs[i].p99_us);
+    }
+    fflush(stdout);
+}
+
+/* Wall time of one run of @cmd, in ms. */
+static double
+time_cmd(const char *cmd)
+{
+    gint64 t0 = now_ns();
+
+    if (system(cmd) != 0) {
+        fprintf(stderr, "# failed: %s\n", cmd);
+        return -1;
+    }
+    return (double) (now_ns() - t0) / 1e6;
+}
+
+/* berthctl list over TLS (a whole process: start, handshake, one call), and virsh against a
+ * libvirtd over TLS when $BERTH_BENCH_LIBVIRT_URI names one (docs/tls.md shows the setup). */
+static void
+run_cli(Bench *b)
+{
+    g_autofree char *cert = pki_file(b, "admin", "cert");
+    g_autofree char *key = pki_file(b, "admin", "key");
+    g_autofree char *ca = pki_file(b, "ca", "cert");
+    g_autofree char *berthctl = g_strdup_printf(
+        "%s/agent/ctl/berthctl --connect tls://localhost:%u --tls-cert %s --tls-key %s "
+        "--tls-ca %s list >/dev/null", BERTH_BUILD_ROOT, b->port, cert, key, ca);
+    const char *virsh_uri = g_getenv("BERTH_BENCH_LIBVIRT_URI");
+    g_autofree char *virsh = virsh_uri ? g_strdup_printf("virsh -c '%s' list >/dev/null",
+                                                         virsh_uri) : NULL;
+    double bt[CLI_RUNS], vt[CLI_RUNS];
+
+    for (int i = 0; i < CLI_RUNS; i++) {
+        bt[i] = time_cmd(berthctl);
+        vt[i] = virsh ? time_cmd(virsh) : 0;
+    }
+    printf("\nberthctl --connect tls://... list: %.1f ms (median of %d runs)\n",
+           median(bt, CLI_RUNS), CLI_RUNS);
+    if (virsh) {
+        double v = median(vt, CLI_RUNS);
+
+        printf("virsh -c %s list: %.1f ms; virsh/berthctl = %.1f\n", virsh_uri, v,
+               v / median(bt, CLI_RUNS));
+    } else {
+        printf("virsh: not measured (set BERTH_BENCH_LIBVIRT_URI=qemu+tls://127.0.0.1/system "
+               "with libvirtd listening for TLS)\n");
+    }
+}
+
+int
+main(int argc, char **argv)
+{
+    static Result one[RUNS], hs[RUNS], many[RUNS];
+    Bench b = {0};
+
+    gnutls_global_init();
+    bench_start(&b);
+    printf("JSON-RPC over mutual TLS (loopback, in-process server, ECDSA P-256 certificates, "
+           "TLS 1.3); %d runs per case, medians.\n", RUNS);
+    printf("| %-34s | %-23s | %8s | %8s |\n", "case", "rate", "p50 us", "p99 us");
+    printf("|------------------------------------|-------------------------:|---------:|"
+           "---------:|\n");
+    for (int i = 0; i < RUNS; i++) {
+        one[i] = run_one_connection(&b);
+        hs[i] = run_handshakes(&b);
+        many[i] = run_many_connections(&b);
+    }
+    report("agent.info, 1 connection", one, "calls/s");
+    report("handshake + agent.ping, in turn", hs, "handshakes/s");
+    report("agent.info, 100 connections", many, "calls/s");
+    printf("Goals: >= 30000 calls/s on 1 connection, >= 500 handshakes/s, p99 < 5000 us at "
+           "100 clients.\n");
+    run_cli(&b);
+    bench_stop(&b);
+    return 0;
+}
