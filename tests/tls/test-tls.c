@@ -334,8 +334,10 @@ test_python_client(void)
     g_autofree char *out = NULL;
     const char *ok_argv[] = {"python3", script, port, pki, "admin", xml, NULL};
     const char *bad_argv[] = {"python3", script, port, pki, "expired", "", NULL};
+    g_autofree char *upper = NULL;
+    g_autofree char *python = g_find_program_in_path("python3");
 
-    if (!g_find_program_in_path("python3")) {
+    if (!python) {
         g_test_skip("python3 is not installed");
         return;
     }
@@ -348,7 +350,8 @@ test_python_client(void)
     g_assert_cmpint(run_cmd(bad_argv, &out), ==, 0);
     g_test_message("%s", out);
     g_assert_nonnull(strstr(out, "refused"));
-    g_assert_nonnull(strstr(g_ascii_strup(out, -1), "CERTIFICATE_EXPIRED"));
+    upper = g_ascii_strup(out, -1);
+    g_assert_nonnull(strstr(upper, "CERTIFICATE_EXPIRED"));
 }
 
 static void
@@ -369,8 +372,9 @@ test_gnutls_cli(void)
     const char *argv2[] = {"sh", "-c", without, NULL};
     g_autofree char *out1 = NULL;
     g_autofree char *out2 = NULL;
+    g_autofree char *cli = g_find_program_in_path("gnutls-cli");
 
-    if (!g_find_program_in_path("gnutls-cli")) {
+    if (!cli) {
         g_test_skip("gnutls-cli is not installed (gnutls-bin)");
         return;
     }
@@ -601,8 +605,12 @@ test_rotation(void)
     g_assert_cmpstr(subject, ==, "CN=localhost,O=berth test rotated");
 
     /* And back, by the method this time. */
-    replace_file(pki_file("server", "cert"), live_cert);
-    replace_file(pki_file("server", "key"), live_key);
+    g_free(new_cert);
+    g_free(new_key);
+    new_cert = pki_file("server", "cert");
+    new_key = pki_file("server", "key");
+    replace_file(new_cert, live_cert);
+    replace_file(new_key, live_key);
     g_free(call_ok(admin, "agent.reload_tls", NULL));
     g_free(subject);
     subject = server_subject(main_port);
@@ -629,6 +637,7 @@ test_limits(void)
     g_autoptr(BerthClient) big = NULL;
     g_autoptr(GError) error = NULL;
     g_autofree char *line = NULL;
+    g_autofree char *filler = NULL;
 
     /* Two peers that never start a handshake do not stall an authenticated client... */
     for (int i = 0; i < 2; i++) {
@@ -660,7 +669,8 @@ test_limits(void)
     g_clear_error(&error);
     /* A request over max_request_bytes gets an error and its connection closes. */
     big = tls_client_ok(port, "admin");
-    line = g_strdup_printf("{\"x\":\"%s\"}", g_strnfill(2000, 'a'));
+    filler = g_strnfill(2000, 'a');
+    line = g_strdup_printf("{\"x\":\"%s\"}", filler);
     g_assert_false(berth_client_call(big, "agent.ping", line, NULL, &error));
     g_assert_nonnull(strstr(error->message, "exceeds the limit"));
     g_free(call_ok(pinger, "agent.ping", NULL));
@@ -700,7 +710,9 @@ main(int argc, char **argv)
 
     g_test_init(&argc, &argv, NULL);
     signal(SIGPIPE, SIG_IGN);
-    if (!g_find_program_in_path("certtool")) {
+    g_autofree char *certtool = g_find_program_in_path("certtool");
+
+    if (!certtool) {
         printf("1..0 # SKIP certtool is not installed (gnutls-bin)\n");
         return 0;
     }
@@ -711,8 +723,15 @@ main(int argc, char **argv)
     g_assert_cmpint(system(cmd), ==, 0);
     live_dir = g_build_filename(pki, "live", NULL);
     g_mkdir(live_dir, 0700);
-    replace_file(pki_file("server", "cert"), g_build_filename(live_dir, "server-cert.pem", NULL));
-    replace_file(pki_file("server", "key"), g_build_filename(live_dir, "server-key.pem", NULL));
+    {
+        g_autofree char *cert = pki_file("server", "cert");
+        g_autofree char *key = pki_file("server", "key");
+        g_autofree char *live_cert = g_build_filename(live_dir, "server-cert.pem", NULL);
+        g_autofree char *live_key = g_build_filename(live_dir, "server-key.pem", NULL);
+
+        replace_file(cert, live_cert);
+        replace_file(key, live_key);
+    }
     main_d = tls_daemon(&main_port, live_dir, "max_clients=512\ntls_max_unauthenticated=512\n");
 
     g_test_add_func("/tls/refusal-matrix", test_refusals);
