@@ -41,3 +41,5 @@ guint64 berth_daemon_start_domain(BerthCore *core, const char *name, GError **er
 
 /* Registers every daemon method on @server (methods.c). */
 void berth_daemon_register_methods(BerthRpcServer *server, BerthCore *core);
+/* Registers agent.reload_tls (daemon.c, beside the TLS listener it reloads). */
+void berth_daemon_register_tls_methods(BerthRpcServer *server, BerthCore *core);

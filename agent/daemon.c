@@ -260,6 +260,12 @@ limits_of(const BerthConfig *cfg)
     return l;
 }
 
+void
+berth_daemon_register_tls_methods(BerthRpcServer *server, BerthCore *core)
+{
+    berth_rpc_server_add_method(server, "agent.reload_tls", TRUE, reload_tls_handler, core);
+}
+
 /* After a restart: each domain that was active gets its hypervisor plugin's reconnect. */
 typedef struct {
     BerthCore *core;
@@ -498,8 +504,7 @@ berth_daemon_run(const BerthDaemonOptions *opts)
     limits = limits_of(core.config);
     core.server = berth_rpc_server_new(core.ctx, core.bus, &limits);
     berth_daemon_register_methods(core.server, &core);
-    berth_rpc_server_add_method(core.server, "agent.reload_tls", TRUE, reload_tls_handler,
-                                &core);
+    berth_daemon_register_tls_methods(core.server, &core);
 
     core.plugins = berth_plugins_load(core.config, &berth_host_table, &core, TRUE, &error);
     if (!core.plugins) {

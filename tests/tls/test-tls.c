@@ -279,14 +279,13 @@ modifying_methods(void)
     GPtrArray *out = g_ptr_array_new();
 
     berth_daemon_register_methods(server, NULL);
+    berth_daemon_register_tls_methods(server, NULL);
     all = berth_rpc_server_list_methods(server);
     for (guint i = 0; all[i]; i++) {
         if (berth_rpc_server_method_modifies(server, all[i])) {
             g_ptr_array_add(out, g_strdup(all[i]));
         }
     }
-    /* Registered by daemon.c beside the table. */
-    g_ptr_array_add(out, g_strdup("agent.reload_tls"));
     g_ptr_array_add(out, NULL);
     berth_rpc_server_free(server);
     return (char **) g_ptr_array_free(out, FALSE);

@@ -58,6 +58,7 @@ test_methods_documented(void)
     guint missing = 0, stale = 0;
 
     berth_daemon_register_methods(server, NULL);
+    berth_daemon_register_tls_methods(server, NULL);
     methods = berth_rpc_server_list_methods(server);
     g_assert_cmpuint(g_strv_length(methods), >=, 18);
     for (guint i = 0; methods[i]; i++) {
