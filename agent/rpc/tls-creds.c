@@ -452,7 +452,10 @@ berth_tls_creds_new_session(BerthTlsCreds *creds, int fd, BerthTlsPeerCheck *che
                             GError **error)
 {
     gnutls_session_t session = NULL;
-    int rc = gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL);
+    /* No session tickets: resumption would save little here, and each ticket costs an encryption
+     * and a record on every handshake. */
+    int rc = gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NONBLOCK | GNUTLS_NO_SIGNAL |
+                                       GNUTLS_NO_TICKETS);
 
     if (rc < 0) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_INTERNAL, "gnutls_init failed: %s",

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,13 +38,25 @@ typedef struct {
     BerthTlsListener *tls;
     guint16 port;
     char *pki;
+    clockid_t cpu_clock; /* the server thread's CPU clock */
+    gint ready;
 } Bench;
 
 typedef struct {
     double rate;
     double p50_us;
     double p99_us;
+    double cpu_us; /* server thread CPU per call or handshake */
 } Result;
+
+static gint64
+cpu_ns(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static gint64
 now_ns(void)
@@ -93,6 +106,8 @@ loop_thread(gpointer data)
 {
     Bench *b = data;
 
+    pthread_getcpuclockid(pthread_self(), &b->cpu_clock);
+    g_atomic_int_set(&b->ready, 1);
     g_main_context_push_thread_default(b->ctx);
     g_main_loop_run(b->loop);
     g_main_context_pop_thread_default(b->ctx);
@@ -141,6 +156,9 @@ bench_start(Bench *b)
     g_free(cfg.key);
     g_free(cfg.ca);
     b->thread = g_thread_new("rpc-loop", loop_thread, b);
+    while (!g_atomic_int_get(&b->ready)) {
+        g_usleep(1000);
+    }
 }
 
 static gboolean
@@ -222,6 +240,8 @@ run_one_connection(Bench *b)
             g_error("%s", error->message);
         }
     }
+    gint64 cpu_start = cpu_ns(b->cpu_clock);
+
     start = now_ns();
     for (int i = 0; i < ONE_CONN_CALLS; i++) {
         gint64 t0 = now_ns();
@@ -234,6 +254,7 @@ run_one_connection(Bench *b)
         lat[i] = now_ns() - t0;
     }
     r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
+    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
     percentiles(lat, ONE_CONN_CALLS, &r);
     return r;
 }
@@ -245,6 +266,7 @@ run_handshakes(Bench *b)
     g_autoptr(GError) error = NULL;
     g_autofree gint64 *lat = g_new(gint64, HANDSHAKES);
     gint64 start = now_ns();
+    gint64 cpu_start = cpu_ns(b->cpu_clock);
     Result r = {0};
 
     for (int i = 0; i < HANDSHAKES; i++) {
@@ -257,6 +279,7 @@ run_handshakes(Bench *b)
         lat[i] = now_ns() - t0;
     }
     r.rate = HANDSHAKES / ((double) (now_ns() - start) / 1e9);
+    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / HANDSHAKES / 1000.0;
     percentiles(lat, HANDSHAKES, &r);
     return r;
 }
@@ -316,33 +339,35 @@ raw_send(RawConn *rc, const char *req, gsize len)
     }
 }
 
-/* 100 TLS connections, each with one request in flight, driven by one poll loop. */
+/* @nconns TLS connections (gnutls directly, no client library), each with one request in
+ * flight, driven by one poll loop. */
 static Result
-run_many_connections(Bench *b)
+run_many_connections(Bench *b, int nconns, gsize calls)
 {
     static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.info\"}\n";
     RawConn conns[MANY_CONNS];
     struct pollfd pfd[MANY_CONNS];
-    g_autofree gint64 *lat = g_new(gint64, MANY_CALLS + MANY_CONNS);
+    g_autofree gint64 *lat = g_new(gint64, calls + MANY_CONNS);
     gsize done = 0, issued = 0;
-    gint64 start;
+    gint64 start, cpu_start;
     Result r = {0};
 
-    for (int i = 0; i < MANY_CONNS; i++) {
+    for (int i = 0; i < nconns; i++) {
         raw_open(b, &conns[i]);
         pfd[i].fd = conns[i].fd;
         pfd[i].events = POLLIN;
     }
+    cpu_start = cpu_ns(b->cpu_clock);
     start = now_ns();
-    for (int i = 0; i < MANY_CONNS; i++) {
+    for (int i = 0; i < nconns; i++) {
         raw_send(&conns[i], req, strlen(req));
         issued++;
     }
-    while (done < MANY_CALLS) {
-        if (poll(pfd, MANY_CONNS, -1) < 0 && errno != EINTR) {
+    while (done < calls) {
+        if (poll(pfd, (nfds_t) nconns, -1) < 0 && errno != EINTR) {
             g_error("poll: %s", g_strerror(errno));
         }
-        for (int i = 0; i < MANY_CONNS; i++) {
+        for (int i = 0; i < nconns; i++) {
             RawConn *rc = &conns[i];
             char buf[8192];
             gssize n;
@@ -369,15 +394,16 @@ run_many_connections(Bench *b)
             }
             g_string_erase(rc->in, 0, nl - rc->in->str + 1);
             lat[done++] = now_ns() - rc->sent_at;
-            if (issued < MANY_CALLS) {
+            if (issued < calls) {
                 raw_send(rc, req, strlen(req));
                 issued++;
             }
         }
     }
     r.rate = (double) done / ((double) (now_ns() - start) / 1e9);
+    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / (double) done / 1000.0;
     percentiles(lat, done, &r);
-    for (int i = 0; i < MANY_CONNS; i++) {
+    for (int i = 0; i < nconns; i++) {
         gnutls_deinit(conns[i].s);
         gnutls_certificate_free_credentials(conns[i].cred);
         close(conns[i].fd);
@@ -396,15 +422,16 @@ median(double *v, int n)
 static void
 report(const char *label, Result *runs, const char *unit)
 {
-    double rate[RUNS], p50[RUNS], p99[RUNS];
+    double rate[RUNS], p50[RUNS], p99[RUNS], cpu[RUNS];
 
     for (int i = 0; i < RUNS; i++) {
         rate[i] = runs[i].rate;
         p50[i] = runs[i].p50_us;
         p99[i] = runs[i].p99_us;
+        cpu[i] = runs[i].cpu_us;
     }
-    printf("| %-34s | %9.0f %-13s | %8.1f | %8.1f |\n", label, median(rate, RUNS), unit,
-           median(p50, RUNS), median(p99, RUNS));
+    printf("| %-34s | %9.0f %-13s | %8.1f | %8.1f | %7.1f |\n", label, median(rate, RUNS), unit,
+           median(p50, RUNS), median(p99, RUNS), median(cpu, RUNS));
     for (int i = 0; i < RUNS; i++) {
         fprintf(stderr, "#   run %d: %.0f/s p50 %.1f us p99 %.1f us\n", i + 1, runs[i].rate,
                 runs[i].p50_us, runs[i].p99_us);
@@ -461,22 +488,25 @@ run_cli(Bench *b)
 int
 main(int argc, char **argv)
 {
-    static Result one[RUNS], hs[RUNS], many[RUNS];
+    static Result one[RUNS], raw[RUNS], hs[RUNS], many[RUNS];
     Bench b = {0};
 
     gnutls_global_init();
     bench_start(&b);
     printf("JSON-RPC over mutual TLS (loopback, in-process server, ECDSA P-256 certificates, "
            "TLS 1.3); %d runs per case, medians.\n", RUNS);
-    printf("| %-34s | %-23s | %8s | %8s |\n", "case", "rate", "p50 us", "p99 us");
+    printf("| %-34s | %-23s | %8s | %8s | %7s |\n", "case", "rate", "p50 us", "p99 us",
+           "srv us");
     printf("|------------------------------------|-------------------------:|---------:|"
-           "---------:|\n");
+           "---------:|--------:|\n");
     for (int i = 0; i < RUNS; i++) {
         one[i] = run_one_connection(&b);
+        raw[i] = run_many_connections(&b, 1, ONE_CONN_CALLS);
         hs[i] = run_handshakes(&b);
-        many[i] = run_many_connections(&b);
+        many[i] = run_many_connections(&b, MANY_CONNS, MANY_CALLS);
     }
     report("agent.info, 1 connection", one, "calls/s");
+    report("agent.info, 1 connection (raw)", raw, "calls/s");
     report("handshake + agent.ping, in turn", hs, "handshakes/s");
     report("agent.info, 100 connections", many, "calls/s");
     printf("Goals: >= 30000 calls/s on 1 connection, >= 500 handshakes/s, p99 < 5000 us at "
