@@ -306,7 +306,6 @@ static void
 handshake_done(TlsTransport *t)
 {
     BerthTlsListener *l = t->listener;
-    g_autofree char *why = NULL;
 
     g_source_destroy(t->hs_source);
     g_clear_pointer(&t->hs_source, g_source_unref);
