@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <yajl/yajl_tree.h>
+
 #include "build-config.h"
 #include "core.h"
 #include "daemon-harness.h"
@@ -301,6 +303,11 @@ test_roles(void)
     g_autofree char *xml_json = berth_rpc_json_string(xml);
     g_autofree char *params = g_strdup_printf("{\"xml\":%s}", xml_json);
     g_autofree char *r = NULL;
+    g_autofree char *ev = NULL;
+    g_autofree char *since = NULL;
+    g_autoptr(BerthClient) again = NULL;
+    const char *seq_path[] = {"seq", NULL};
+    yajl_val tree, seq;
     guint tried = 0;
 
     g_assert_cmpuint(g_strv_length(modifying), >=, 10);
@@ -319,8 +326,20 @@ test_roles(void)
     g_free(call_ok(ro, "events.subscribe", "{\"filter\":{\"type\":\"domain-defined\"}}"));
     /* The admin may change state, and the readonly subscriber sees it. */
     r = call_ok(admin, "domain.define", params);
-    g_free(wait_event(ro, "domain-defined"));
+    ev = wait_event(ro, "domain-defined");
     g_free(call_ok(admin, "domain.undefine", "{\"name\":\"tls-role\"}"));
+
+    /* After a reconnect, "since" replays what the subscriber missed, over TLS too. */
+    tree = yajl_tree_parse(ev, NULL, 0);
+    seq = yajl_tree_get(tree, seq_path, yajl_t_number);
+    g_assert_nonnull(seq);
+    again = tls_client_ok(main_port, "readonly");
+    since = g_strdup_printf("{\"since\":%lld,\"filter\":{\"object_name\":\"tls-role\"}}",
+                            YAJL_GET_INTEGER(seq) - 1);
+    g_free(call_ok(again, "events.subscribe", since));
+    g_free(wait_event(again, "domain-defined"));
+    g_free(wait_event(again, "domain-undefined"));
+    yajl_tree_free(tree);
 }
 
 static void
