@@ -178,11 +178,12 @@ berth_client_tls_find(BerthClientTls *tls, GError **error)
         } else if (g_file_test(in_etc, G_FILE_TEST_EXISTS)) {
             *fields[i] = g_steal_pointer(&in_etc);
         } else {
+            g_autofree char *user_part = geteuid() != 0 ? g_strdup_printf("'%s', ", in_user)
+                                                        : g_strdup("");
+
             g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
                         "no TLS client %s: give it with --tls-%s, as %s= in [tls] of '%s', or "
-                        "as %s%s%s or '%s'", keys[i], keys[i], keys[i], conf,
-                        geteuid() != 0 ? "'" : "", geteuid() != 0 ? in_user : "",
-                        geteuid() != 0 ? "'" : "", in_etc);
+                        "as %s'%s'", keys[i], keys[i], keys[i], conf, user_part, in_etc);
             return FALSE;
         }
     }
