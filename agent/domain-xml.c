@@ -817,9 +817,14 @@ parse_alias(xmlNode *dev, char **out, GError **error)
         return fail(error, node, NULL, "the attribute name= is required");
     }
     if (!g_str_has_prefix(name, "ua-")) {
-        /* A name libvirt assigned at run time (virtio-disk0): not a user alias. libvirt drops
-         * it on define; berth calls it unsupported, so it is dropped only on request. */
+        /* A name assigned at run time (virtio-disk0): not a user alias. libvirt drops it on
+         * define; berth calls it unsupported, so it is dropped only on request. A live
+         * definition (BERTH_XML_PARSE_LIVE) keeps it: berth_domain_def_parse strips it
+         * otherwise. */
         node->_private = GINT_TO_POINTER(SEEN_NONE);
+        if (strlen(name) <= 64 && *name && chars_valid(name, "_-")) {
+            *out = g_steal_pointer(&name);
+        }
         return TRUE;
     }
     q = quote(name);
@@ -2136,6 +2141,8 @@ read_document(const char *xml, gsize len, GError **error)
     return doc;
 }
 
+static void strip_runtime_aliases(BerthDomainDef *def);
+
 BerthDomainDef *
 berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
 {
@@ -2180,14 +2187,426 @@ berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
     def->struct_size = sizeof(*def);
     if (!parse_identity(root, def, error) || !parse_resources(root, def, error) ||
         !parse_cpu(root, def, error) || !parse_os(root, def, error) ||
-        !parse_features_events(root, def, error) || !parse_devices(root, def, error) ||
-        !check_devices(def, error)) {
+        !parse_features_events(root, def, error) || !parse_devices(root, def, error)) {
         return NULL;
     }
-    if (!(flags & BERTH_XML_PARSE_IGNORE_UNSUPPORTED) && !check_unsupported(root, error)) {
+    if (!(flags & BERTH_XML_PARSE_LIVE)) {
+        strip_runtime_aliases(def);
+    }
+    if (!check_devices(def, error)) {
+        return NULL;
+    }
+    if (!(flags & (BERTH_XML_PARSE_IGNORE_UNSUPPORTED | BERTH_XML_PARSE_LIVE)) &&
+        !check_unsupported(root, error)) {
         return NULL;
     }
     return g_steal_pointer(&def);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Devices on their own (hotplug) and runtime aliases */
+
+static const char *const device_elements[BERTH_DEVICE_TYPE_LAST] = {
+    [BERTH_DEVICE_DISK] = "disk",
+    [BERTH_DEVICE_NET] = "interface",
+    [BERTH_DEVICE_FS] = "filesystem",
+    [BERTH_DEVICE_HOSTDEV] = "hostdev",
+};
+
+/* The device array of @type in @def, and its length. */
+static void
+device_array(BerthDomainDef *def, BerthDeviceType type, gpointer **array, guint **n)
+{
+    switch (type) {
+    case BERTH_DEVICE_DISK:
+        *array = (gpointer *) &def->disks;
+        *n = &def->n_disks;
+        break;
+    case BERTH_DEVICE_NET:
+        *array = (gpointer *) &def->nets;
+        *n = &def->n_nets;
+        break;
+    case BERTH_DEVICE_FS:
+        *array = (gpointer *) &def->filesystems;
+        *n = &def->n_filesystems;
+        break;
+    default:
+        *array = (gpointer *) &def->hostdevs;
+        *n = &def->n_hostdevs;
+        break;
+    }
+}
+
+static gpointer
+device_ptr(const BerthDeviceDef *dev)
+{
+    switch (dev->type) {
+    case BERTH_DEVICE_DISK:
+        return dev->u.disk;
+    case BERTH_DEVICE_NET:
+        return dev->u.net;
+    case BERTH_DEVICE_FS:
+        return dev->u.fs;
+    default:
+        return dev->u.hostdev;
+    }
+}
+
+/* Every device struct starts with its alias (domain.h keeps it that way). */
+static char **
+alias_slot(gpointer dev)
+{
+    return (char **) dev;
+}
+
+G_STATIC_ASSERT(G_STRUCT_OFFSET(BerthDiskDef, alias) == 0);
+G_STATIC_ASSERT(G_STRUCT_OFFSET(BerthNetDef, alias) == 0);
+G_STATIC_ASSERT(G_STRUCT_OFFSET(BerthSerialDef, alias) == 0);
+G_STATIC_ASSERT(G_STRUCT_OFFSET(BerthFsDef, alias) == 0);
+G_STATIC_ASSERT(G_STRUCT_OFFSET(BerthHostdevDef, alias) == 0);
+
+/* Calls @fn on the alias slot of every device of @def. */
+static void
+foreach_alias(BerthDomainDef *def, void (*fn)(char **alias, gpointer data), gpointer data)
+{
+    for (guint i = 0; i < def->n_disks; i++) {
+        fn(alias_slot(def->disks[i]), data);
+    }
+    for (guint i = 0; i < def->n_nets; i++) {
+        fn(alias_slot(def->nets[i]), data);
+    }
+    for (guint i = 0; i < def->n_serials; i++) {
+        fn(alias_slot(def->serials[i]), data);
+    }
+    for (guint i = 0; i < def->n_filesystems; i++) {
+        fn(alias_slot(def->filesystems[i]), data);
+    }
+    for (guint i = 0; i < def->n_hostdevs; i++) {
+        fn(alias_slot(def->hostdevs[i]), data);
+    }
+}
+
+static void
+strip_one(char **alias, gpointer data)
+{
+    if (*alias && !g_str_has_prefix(*alias, "ua-")) {
+        g_clear_pointer(alias, g_free);
+    }
+}
+
+static void
+strip_runtime_aliases(BerthDomainDef *def)
+{
+    foreach_alias(def, strip_one, NULL);
+}
+
+static void
+collect_alias(char **alias, gpointer data)
+{
+    if (*alias) {
+        g_hash_table_add(data, g_strdup(*alias));
+    }
+}
+
+/* The disk's index from its target name: vda -> 0, vdz -> 25, vdaa -> 26 (as libvirt). */
+static guint
+disk_index(const char *target)
+{
+    guint idx = 0;
+    const char *p = target && strlen(target) > 2 ? target + 2 : "";
+
+    for (; *p && g_ascii_islower(*p); p++) {
+        idx = MIN(idx * 26 + (guint) (*p - 'a' + 1), 100000);
+    }
+    return idx ? idx - 1 : 0;
+}
+
+/* The runtime alias for one device of @type: PREFIX + the first free number from @start. */
+static char *
+next_alias(GHashTable *used, const char *prefix, guint start)
+{
+    for (guint i = start;; i++) {
+        char *a = g_strdup_printf("%s%u", prefix, i);
+
+        if (!g_hash_table_contains(used, a)) {
+            g_hash_table_add(used, g_strdup(a));
+            return a;
+        }
+        g_free(a);
+    }
+}
+
+static char *
+disk_alias(GHashTable *used, const BerthDiskDef *d)
+{
+    const char *bus = d->target_bus ? d->target_bus : "virtio";
+
+    if (strcmp(bus, "sata") == 0) {
+        return next_alias(used, "sata0-0-", disk_index(d->target_dev));
+    }
+    if (strcmp(bus, "scsi") == 0) {
+        return next_alias(used, "scsi0-0-0-", disk_index(d->target_dev));
+    }
+    return next_alias(used, "virtio-disk", disk_index(d->target_dev));
+}
+
+static char *
+device_new_alias(GHashTable *used, BerthDeviceType type, gconstpointer dev)
+{
+    switch (type) {
+    case BERTH_DEVICE_DISK:
+        return disk_alias(used, dev);
+    case BERTH_DEVICE_NET:
+        return next_alias(used, "net", 0);
+    case BERTH_DEVICE_FS:
+        return next_alias(used, "fs", 0);
+    default:
+        return next_alias(used, "hostdev", 0);
+    }
+}
+
+void
+berth_domain_def_assign_aliases(BerthDomainDef *def)
+{
+    g_autoptr(GHashTable) used = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+
+    foreach_alias(def, collect_alias, used);
+    for (guint i = 0; i < def->n_disks; i++) {
+        if (!def->disks[i]->alias) {
+            def->disks[i]->alias = disk_alias(used, def->disks[i]);
+        }
+    }
+    for (guint i = 0; i < def->n_nets; i++) {
+        if (!def->nets[i]->alias) {
+            def->nets[i]->alias = next_alias(used, "net", 0);
+        }
+    }
+    for (guint i = 0; i < def->n_serials; i++) {
+        if (!def->serials[i]->alias) {
+            def->serials[i]->alias =
+                next_alias(used, def->serials[i]->console ? "console" : "serial",
+                           def->serials[i]->port == G_MAXUINT ? 0 : def->serials[i]->port);
+        }
+    }
+    for (guint i = 0; i < def->n_filesystems; i++) {
+        if (!def->filesystems[i]->alias) {
+            def->filesystems[i]->alias = next_alias(used, "fs", 0);
+        }
+    }
+    for (guint i = 0; i < def->n_hostdevs; i++) {
+        if (!def->hostdevs[i]->alias) {
+            def->hostdevs[i]->alias = next_alias(used, "hostdev", 0);
+        }
+    }
+}
+
+const char *
+berth_device_def_alias(const BerthDeviceDef *dev)
+{
+    return *alias_slot(device_ptr(dev));
+}
+
+static void
+free_device_struct(BerthDeviceType type, gpointer p)
+{
+    switch (type) {
+    case BERTH_DEVICE_DISK:
+        disk_free(p);
+        break;
+    case BERTH_DEVICE_NET:
+        net_free(p);
+        break;
+    case BERTH_DEVICE_FS:
+        fs_free(p);
+        break;
+    default:
+        hostdev_free(p);
+        break;
+    }
+}
+
+void
+berth_device_def_free(BerthDeviceDef *dev)
+{
+    if (!dev) {
+        return;
+    }
+    if (device_ptr(dev)) {
+        free_device_struct(dev->type, device_ptr(dev));
+    }
+    g_free(dev);
+}
+
+BerthDeviceDef *
+berth_device_def_parse(const char *xml, gsize len, guint flags, GError **error)
+{
+    g_autoptr(xmlDoc) doc = NULL;
+    BerthDeviceDef *dev;
+    xmlNode *root;
+    gpointer p = NULL;
+    gboolean ok;
+    int type = -1;
+
+    g_return_val_if_fail(xml != NULL || len == 0, NULL);
+    if (len == 0) {
+        fail_plain(error, "the document is empty");
+        return NULL;
+    }
+    if (len > BERTH_DOMAIN_XML_MAX) {
+        fail_plain(error, "the document has %zu bytes, more than the limit of %d", len,
+                   BERTH_DOMAIN_XML_MAX);
+        return NULL;
+    }
+    if (!check_attribute_counts(xml, len, error) || !(doc = read_document(xml, len, error))) {
+        return NULL;
+    }
+    root = xmlDocGetRootElement(doc);
+    for (int t = 0; t < BERTH_DEVICE_TYPE_LAST; t++) {
+        if (is_element(root, device_elements[t])) {
+            type = t;
+        }
+    }
+    if (type < 0) {
+        g_autoptr(GString) name = g_string_new(NULL);
+
+        append_qname(name, root->ns, root->name);
+        fail_plain(error, "the root element is <%s>; a device is one of <disk>, <interface>, "
+                   "<filesystem>, <hostdev>", name->str);
+        return NULL;
+    }
+    mark(root, SEEN_CONTAINER);
+    switch (type) {
+    case BERTH_DEVICE_DISK:
+        ok = parse_disk(root, (BerthDiskDef **) &p, error);
+        break;
+    case BERTH_DEVICE_NET:
+        ok = parse_interface(root, (BerthNetDef **) &p, error);
+        break;
+    case BERTH_DEVICE_FS:
+        ok = parse_filesystem(root, (BerthFsDef **) &p, error);
+        break;
+    default:
+        ok = parse_hostdev(root, (BerthHostdevDef **) &p, error);
+        break;
+    }
+    if (!ok) {
+        return NULL;
+    }
+    dev = g_new0(BerthDeviceDef, 1);
+    dev->struct_size = sizeof(*dev);
+    dev->type = type;
+    switch (type) {
+    case BERTH_DEVICE_DISK:
+        dev->u.disk = p;
+        break;
+    case BERTH_DEVICE_NET:
+        dev->u.net = p;
+        break;
+    case BERTH_DEVICE_FS:
+        dev->u.fs = p;
+        break;
+    default:
+        dev->u.hostdev = p;
+        break;
+    }
+    if (!(flags & BERTH_XML_PARSE_IGNORE_UNSUPPORTED) && !check_unsupported(root, error)) {
+        berth_device_def_free(dev);
+        return NULL;
+    }
+    if (*alias_slot(p) && !g_str_has_prefix(*alias_slot(p), "ua-")) {
+        g_clear_pointer(alias_slot(p), g_free);
+    }
+    return dev;
+}
+
+void
+berth_domain_def_assign_device_alias(const BerthDomainDef *def, BerthDeviceDef *dev)
+{
+    g_autoptr(GHashTable) used = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    gpointer p = device_ptr(dev);
+
+    if (!*alias_slot(p)) {
+        foreach_alias((BerthDomainDef *) def, collect_alias, used);
+        *alias_slot(p) = device_new_alias(used, dev->type, p);
+    }
+}
+
+gboolean
+berth_domain_def_add_device(BerthDomainDef *def, BerthDeviceDef *dev, GError **error)
+{
+    gpointer p = device_ptr(dev);
+    gpointer *array;
+    guint *n;
+
+    device_array(def, dev->type, &array, &n);
+    if (*n >= BERTH_DOMAIN_MAX_DEVICES) {
+        return fail_plain(error, "the domain already has %d devices of this kind",
+                          BERTH_DOMAIN_MAX_DEVICES);
+    }
+    berth_domain_def_assign_device_alias(def, dev);
+    *(gpointer **) array = g_renew(gpointer, *(gpointer **) array, *n + 1);
+    (*(gpointer **) array)[(*n)++] = p;
+    if (!check_devices(def, error)) {
+        (*n)--;
+        return FALSE;
+    }
+    /* The definition owns the device struct now. */
+    switch (dev->type) {
+    case BERTH_DEVICE_DISK:
+        dev->u.disk = NULL;
+        break;
+    case BERTH_DEVICE_NET:
+        dev->u.net = NULL;
+        break;
+    case BERTH_DEVICE_FS:
+        dev->u.fs = NULL;
+        break;
+    default:
+        dev->u.hostdev = NULL;
+        break;
+    }
+    return TRUE;
+}
+
+gboolean
+berth_domain_def_find_device(const BerthDomainDef *def, const char *alias,
+                             BerthDeviceType *type, guint *index)
+{
+    for (int t = 0; t < BERTH_DEVICE_TYPE_LAST; t++) {
+        gpointer *array;
+        guint *n;
+
+        device_array((BerthDomainDef *) def, t, &array, &n);
+        for (guint i = 0; i < *n; i++) {
+            const char *a = *alias_slot((*(gpointer **) array)[i]);
+            if (a && strcmp(a, alias) == 0) {
+                *type = t;
+                *index = i;
+                return TRUE;
+            }
+        }
+    }
+    return FALSE;
+}
+
+gboolean
+berth_domain_def_remove_device(BerthDomainDef *def, const char *alias)
+{
+    BerthDeviceType type;
+    guint index;
+    gpointer *array;
+    guint *n;
+    gpointer *items;
+
+    if (!berth_domain_def_find_device(def, alias, &type, &index)) {
+        return FALSE;
+    }
+    device_array(def, type, &array, &n);
+    items = *(gpointer **) array;
+    free_device_struct(type, items[index]);
+    memmove(&items[index], &items[index + 1], (*n - index - 1) * sizeof(gpointer));
+    (*n)--;
+    return TRUE;
 }
 
 /* ---------------------------------------------------------------------------------------- */

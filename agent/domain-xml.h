@@ -12,6 +12,9 @@ G_BEGIN_DECLS
 typedef enum {
     /* Skip elements and attributes the parser does not know instead of refusing them. */
     BERTH_XML_PARSE_IGNORE_UNSUPPORTED = 1 << 0,
+    /* A live definition (berthd's own, from the run dir): keeps runtime aliases (virtio-disk0)
+     * and skips the unsupported check. */
+    BERTH_XML_PARSE_LIVE = 1 << 1,
 } BerthXmlParseFlags;
 
 /* Bytes; a bigger document is refused before libxml2 sees it. */
@@ -43,6 +46,31 @@ BerthDomainDef *berth_domain_def_copy(const BerthDomainDef *def);
 void berth_domain_def_free(BerthDomainDef *def);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthDomainDef, berth_domain_def_free)
+
+/* Gives every device without an alias its runtime alias, libvirt's scheme: virtio-disk<N>
+ * (N from the target: vda = 0), sata0-0-<N>, scsi0-0-0-<N>, net<N>, serial<N>, console<N>,
+ * fs<N>, hostdev<N>, each the first free number. User aliases (ua-*) stay. */
+void berth_domain_def_assign_aliases(BerthDomainDef *def);
+
+/* Parses one device for hotplug: a document whose root is <disk>, <interface>, <filesystem>
+ * or <hostdev>, with the same rules as inside <devices>. Runtime aliases are dropped. */
+BerthDeviceDef *berth_device_def_parse(const char *xml, gsize len, guint flags, GError **error);
+void berth_device_def_free(BerthDeviceDef *dev);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthDeviceDef, berth_device_def_free)
+/* The device's alias (NULL before one is assigned). */
+const char *berth_device_def_alias(const BerthDeviceDef *dev);
+
+/* Gives @dev (when it has none) the runtime alias it would get in @def. */
+void berth_domain_def_assign_device_alias(const BerthDomainDef *def, BerthDeviceDef *dev);
+/* Adds @dev to @def: gives it a runtime alias when it has none, checks it against the other
+ * devices (aliases, targets, MACs, tags, addresses) and on success moves the device struct
+ * into @def (dev->u is then NULL; still free @dev). */
+gboolean berth_domain_def_add_device(BerthDomainDef *def, BerthDeviceDef *dev, GError **error);
+/* Where the device with @alias is: its type and index in that type's array. */
+gboolean berth_domain_def_find_device(const BerthDomainDef *def, const char *alias,
+                                      BerthDeviceType *type, guint *index);
+/* Removes and frees the device with @alias; FALSE when there is none. */
+gboolean berth_domain_def_remove_device(BerthDomainDef *def, const char *alias);
 
 /* [A-Za-z0-9_.+-], 1..64 characters, no leading '.'. */
 gboolean berth_domain_name_valid(const char *name, GError **error);

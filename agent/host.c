@@ -367,6 +367,23 @@ host_method_register(BerthPluginHandle *self, const BerthMethodSpec *spec, GErro
 }
 
 static void
+host_domain_device_removed(BerthPluginHandle *self, const char *name, const char *alias)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = berth_registry_lookup(core_of(self)->registry, name, &error);
+
+    if (!dom) {
+        g_warning("plugin '%s' removed a device of an unknown domain: %s", self->name,
+                  error->message);
+        return;
+    }
+    if (!berth_registry_remove_device(core_of(self)->registry, dom, alias)) {
+        g_warning("plugin '%s' removed device '%s' that domain '%s' does not have", self->name,
+                  alias, name);
+    }
+}
+
+static void
 host_job_set_progress(BerthJob *job, guint percent, const char *message)
 {
     berth_job_set_progress(job, percent, message);
@@ -411,6 +428,7 @@ const BerthHost berth_host_table = {
     .fs_share_start = host_fs_share_start,
     .fs_share_stop = host_fs_share_stop,
     .method_register = host_method_register,
+    .domain_device_removed = host_domain_device_removed,
 };
 
 BerthPluginHandle *

@@ -154,7 +154,8 @@ domain_get(BerthRpcCall *call, yajl_val params, gpointer data)
 typedef struct {
     BerthCore *core;
     char *name;
-    char *xml;       /* domain.define */
+    char *xml;       /* domain.define, domain.attach_device */
+    char *alias;     /* domain.detach_device */
     guint flags;     /* start/shutdown/destroy flags, or parse flags for define */
     int op;          /* LifecycleOp, for job_lifecycle */
 } DomainJob;
@@ -166,6 +167,7 @@ domain_job_free(gpointer p)
 
     g_free(dj->name);
     g_free(dj->xml);
+    g_free(dj->alias);
     g_free(dj);
 }
 
@@ -420,8 +422,13 @@ job_lifecycle(BerthJob *job, gpointer data, GError **error)
     if (!state_check(dom, op_info[dj->op].need, error)) {
         return FALSE;
     }
-    def = berth_domain_get_def(dom);
+    /* A start runs on the live definition: runtime aliases given, pending definition in. */
+    def = dj->op == OP_START ? berth_registry_prepare_start(dj->core->registry, dom)
+                             : berth_domain_get_def(dom);
     if (!call_op(hv->plugin->ops, hv->priv, dj->op, job, def, dj->flags, &supported, error)) {
+        if (dj->op == OP_START) {
+            berth_registry_abort_start(dj->core->registry, dom);
+        }
         if (!supported) {
             g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
                         "hypervisor plugin '%s' does not support %s", hv->name, method);
@@ -535,6 +542,167 @@ domain_undefine(BerthRpcCall *call, yajl_val params, gpointer data)
     submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.undefine", 0, job_undefine);
 }
 
+/* ---- device hotplug ---- */
+
+static gboolean
+job_attach_device(BerthJob *job, gpointer data, GError **error)
+{
+    DomainJob *dj = data;
+    BerthPluginHandle *hv = berth_core_hypervisor(dj->core, error);
+    const BerthHypervisorOps *ops;
+    g_autoptr(BerthDomain) dom = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    g_autoptr(BerthDeviceDef) dev = NULL;
+    g_autoptr(BerthDeviceDef) probe = NULL;
+    g_autofree char *alias = NULL;
+    yajl_gen g;
+
+    if (!hv || !(dom = berth_registry_lookup(dj->core->registry, dj->name, error)) ||
+        !state_check(dom, NEED_ACTIVE, error)) {
+        return FALSE;
+    }
+    ops = hv->plugin->ops;
+    if (ops->struct_size < G_STRUCT_OFFSET(BerthHypervisorOps, device_attach) + sizeof(gpointer) ||
+        !ops->device_attach) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                    "hypervisor plugin '%s' does not support domain.attach_device", hv->name);
+        return FALSE;
+    }
+    dev = berth_device_def_parse(dj->xml, strlen(dj->xml), dj->flags, error);
+    probe = dev ? berth_device_def_parse(dj->xml, strlen(dj->xml), dj->flags, error) : NULL;
+    if (!probe || !berth_registry_check_device(dj->core->registry, dom, dev, probe, error)) {
+        return FALSE;
+    }
+    alias = g_strdup(berth_device_def_alias(dev));
+    def = berth_domain_get_def(dom);
+    if (!ops->device_attach(hv->priv, job, def, dev, error)) {
+        if (error && !*error) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                        "hypervisor plugin '%s' failed to attach device '%s' without saying "
+                        "why", hv->name, alias);
+        }
+        return FALSE;
+    }
+    if (!berth_registry_add_device(dj->core->registry, dom, dev, error)) {
+        return FALSE;
+    }
+    g = yajl_gen_alloc(NULL);
+    yajl_gen_map_open(g);
+    berth_json_kv_int(g, "job", (long long) berth_job_get_id(job));
+    berth_json_kv_str(g, "alias", alias);
+    yajl_gen_map_close(g);
+    berth_job_set_result(job, berth_json_finish(g));
+    return TRUE;
+}
+
+static gboolean
+job_detach_device(BerthJob *job, gpointer data, GError **error)
+{
+    DomainJob *dj = data;
+    BerthPluginHandle *hv = berth_core_hypervisor(dj->core, error);
+    const BerthHypervisorOps *ops;
+    g_autoptr(BerthDomain) dom = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    gboolean removed;
+    yajl_gen g;
+
+    if (!hv || !(dom = berth_registry_lookup(dj->core->registry, dj->name, error)) ||
+        !state_check(dom, NEED_ACTIVE, error)) {
+        return FALSE;
+    }
+    if (!berth_domain_has_device(dom, dj->alias)) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_NO_SUCH_DEVICE,
+                    "domain '%s' has no device with alias '%s'", dj->name, dj->alias);
+        return FALSE;
+    }
+    ops = hv->plugin->ops;
+    if (!ops->device_detach) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
+                    "hypervisor plugin '%s' does not support domain.detach_device", hv->name);
+        return FALSE;
+    }
+    def = berth_domain_get_def(dom);
+    if (!ops->device_detach(hv->priv, job, def, dj->alias, error)) {
+        if (error && !*error) {
+            g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
+                        "hypervisor plugin '%s' failed to detach device '%s' without saying "
+                        "why", hv->name, dj->alias);
+        }
+        return FALSE;
+    }
+    /* The plugin reports the end of the teardown with domain_device_removed: until then the
+     * device is still in the live definition and its removal is in progress. */
+    removed = !berth_domain_has_device(dom, dj->alias);
+    g = yajl_gen_alloc(NULL);
+    yajl_gen_map_open(g);
+    berth_json_kv_int(g, "job", (long long) berth_job_get_id(job));
+    berth_json_kv_str(g, "alias", dj->alias);
+    berth_json_kv_bool(g, "removed", removed);
+    berth_json_kv_str(g, "status", removed ? "removed" : "removal in progress");
+    yajl_gen_map_close(g);
+    berth_job_set_result(job, berth_json_finish(g));
+    return TRUE;
+}
+
+static void
+domain_attach_device(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    g_autoptr(BerthDeviceDef) dev = NULL;
+    const char *name = NULL;
+    const char *xml = NULL;
+    gboolean ignore = FALSE;
+    DomainJob *dj;
+
+    if (!berth_rpc_param_string(params, "name", TRUE, &name, &error) ||
+        !berth_rpc_param_string(params, "xml", TRUE, &xml, &error) ||
+        !berth_rpc_param_bool(params, "ignore_unsupported", FALSE, &ignore, &error) ||
+        !(dom = berth_registry_lookup(core->registry, name, &error))) {
+        reply_gerror(call, error);
+        return;
+    }
+    /* Bad XML fails at once, without a job; the job parses again. */
+    dev = berth_device_def_parse(xml, strlen(xml), ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0,
+                                 &error);
+    if (!dev) {
+        reply_gerror(call, error);
+        return;
+    }
+    dj = g_new0(DomainJob, 1);
+    dj->core = core;
+    dj->name = g_strdup(name);
+    dj->xml = g_strdup(xml);
+    dj->flags = ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0;
+    submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.attach_device", 0,
+                      job_attach_device);
+}
+
+static void
+domain_detach_device(BerthRpcCall *call, yajl_val params, gpointer data)
+{
+    BerthCore *core = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomain) dom = NULL;
+    const char *name = NULL;
+    const char *alias = NULL;
+    DomainJob *dj;
+
+    if (!berth_rpc_param_string(params, "name", TRUE, &name, &error) ||
+        !berth_rpc_param_string(params, "alias", TRUE, &alias, &error) ||
+        !(dom = berth_registry_lookup(core->registry, name, &error))) {
+        reply_gerror(call, error);
+        return;
+    }
+    dj = g_new0(DomainJob, 1);
+    dj->core = core;
+    dj->name = g_strdup(name);
+    dj->alias = g_strdup(alias);
+    submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.detach_device", 0,
+                      job_detach_device);
+}
+
 /* ---- job.* ---- */
 
 static gboolean
@@ -630,6 +798,8 @@ berth_daemon_register_methods(BerthRpcServer *server, BerthCore *core)
         { "domain.suspend", TRUE, domain_suspend },
         { "domain.resume", TRUE, domain_resume },
         { "domain.reboot", TRUE, domain_reboot },
+        { "domain.attach_device", TRUE, domain_attach_device },
+        { "domain.detach_device", TRUE, domain_detach_device },
         { "job.list", FALSE, job_list },
         { "job.get", FALSE, job_get },
         { "job.cancel", TRUE, job_cancel },

@@ -21,6 +21,9 @@ struct BerthDomain {
     char *xml;               /* @def as XML */
     BerthDomainDef *next;    /* the persistent definition for the next start, or NULL */
     char *next_xml;
+    BerthDomainDef *inactive; /* while active: the definition to go back to at stop (the
+                               * live one has runtime aliases and hot-plugged devices) */
+    char *inactive_xml;
     char *file_text;         /* DOMAINS_DIR/NAME.xml as last read or written (change check) */
     BerthDomainState state;
     int reason;
@@ -148,6 +151,8 @@ berth_domain_unref(BerthDomain *dom)
     berth_domain_def_free(dom->next);
     g_free(dom->next_xml);
     g_free(dom->file_text);
+    berth_domain_def_free(dom->inactive);
+    g_free(dom->inactive_xml);
     g_hash_table_unref(dom->plugin_status);
     g_free(dom->autostart);
     g_mutex_clear(&dom->lock);
@@ -281,6 +286,9 @@ write_status_locked(BerthRegistry *reg, BerthDomain *dom, GError **error)
     berth_json_kv_str(g, "reason", berth_domain_reason_name(dom->state, dom->reason));
     berth_json_kv_bool(g, "persistent", dom->persistent);
     berth_json_kv_str(g, "xml", dom->xml);
+    if (dom->inactive_xml) {
+        berth_json_kv_str(g, "inactive_xml", dom->inactive_xml);
+    }
     berth_json_str(g, "plugins");
     yajl_gen_map_open(g);
     g_hash_table_iter_init(&it, dom->plugin_status);
@@ -313,6 +321,160 @@ lifecycle_event(BerthDomainState old, BerthDomainState state)
     default:
         return NULL;
     }
+}
+
+/* Back to the definition the domain had before it started; caller holds dom->lock. */
+static void
+restore_inactive_locked(BerthDomain *dom)
+{
+    if (!dom->inactive) {
+        return;
+    }
+    berth_domain_def_free(dom->def);
+    g_free(dom->xml);
+    dom->def = g_steal_pointer(&dom->inactive);
+    dom->xml = g_steal_pointer(&dom->inactive_xml);
+}
+
+BerthDomainDef *
+berth_registry_prepare_start(BerthRegistry *reg, BerthDomain *dom)
+{
+    BerthDomainDef *copy;
+
+    g_mutex_lock(&dom->lock);
+    if (!state_is_active(dom->state)) {
+        restore_inactive_locked(dom);
+        if (dom->next) {
+            berth_domain_def_free(dom->def);
+            g_free(dom->xml);
+            dom->def = g_steal_pointer(&dom->next);
+            dom->xml = g_steal_pointer(&dom->next_xml);
+        }
+        dom->inactive = berth_domain_def_copy(dom->def);
+        dom->inactive_xml = g_strdup(dom->xml);
+        berth_domain_def_assign_aliases(dom->def);
+        g_free(dom->xml);
+        dom->xml = berth_domain_def_format(dom->def);
+    }
+    copy = berth_domain_def_copy(dom->def);
+    g_mutex_unlock(&dom->lock);
+    return copy;
+}
+
+void
+berth_registry_abort_start(BerthRegistry *reg, BerthDomain *dom)
+{
+    g_mutex_lock(&dom->lock);
+    if (!state_is_active(dom->state)) {
+        restore_inactive_locked(dom);
+    }
+    g_mutex_unlock(&dom->lock);
+}
+
+/* Publishes device-added/device-removed for @alias. */
+static void
+publish_device(BerthRegistry *reg, BerthDomain *dom, const char *type, const char *alias)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    g_autofree char *detail = NULL;
+
+    yajl_gen_map_open(g);
+    berth_json_kv_str(g, "alias", alias);
+    yajl_gen_map_close(g);
+    detail = berth_json_finish(g);
+    publish(reg, dom->name, dom->uuid, type, detail);
+}
+
+gboolean
+berth_registry_check_device(BerthRegistry *reg, BerthDomain *dom, BerthDeviceDef *dev,
+                            BerthDeviceDef *probe, GError **error)
+{
+    g_autoptr(BerthDomainDef) copy = NULL;
+
+    g_mutex_lock(&dom->lock);
+    if (!state_is_active(dom->state)) {
+        g_mutex_unlock(&dom->lock);
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE, "domain '%s' is not running",
+                    dom->name);
+        return FALSE;
+    }
+    copy = berth_domain_def_copy(dom->def);
+    g_mutex_unlock(&dom->lock);
+    berth_domain_def_assign_device_alias(copy, dev);
+    berth_domain_def_assign_device_alias(copy, probe);
+    if (g_strcmp0(berth_device_def_alias(dev), berth_device_def_alias(probe)) != 0) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INTERNAL, "device alias mismatch");
+        return FALSE;
+    }
+    return berth_domain_def_add_device(copy, probe, error);
+}
+
+/* Writes the live definition's XML and status after a device change; caller holds the lock. */
+static void
+live_changed_locked(BerthRegistry *reg, BerthDomain *dom)
+{
+    g_autoptr(GError) error = NULL;
+
+    g_free(dom->xml);
+    dom->xml = berth_domain_def_format(dom->def);
+    if (!write_status_locked(reg, dom, &error)) {
+        g_warning("domain '%s': %s", dom->name, error->message);
+    }
+}
+
+gboolean
+berth_registry_add_device(BerthRegistry *reg, BerthDomain *dom, BerthDeviceDef *dev,
+                          GError **error)
+{
+    g_autofree char *alias = NULL;
+
+    g_mutex_lock(&dom->lock);
+    if (!state_is_active(dom->state)) {
+        g_mutex_unlock(&dom->lock);
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                    "domain '%s' stopped while the device was being attached", dom->name);
+        return FALSE;
+    }
+    berth_domain_def_assign_device_alias(dom->def, dev);
+    alias = g_strdup(berth_device_def_alias(dev));
+    if (!berth_domain_def_add_device(dom->def, dev, error)) {
+        g_mutex_unlock(&dom->lock);
+        return FALSE;
+    }
+    live_changed_locked(reg, dom);
+    g_mutex_unlock(&dom->lock);
+    publish_device(reg, dom, "device-added", alias);
+    return TRUE;
+}
+
+gboolean
+berth_registry_remove_device(BerthRegistry *reg, BerthDomain *dom, const char *alias)
+{
+    gboolean found;
+
+    g_mutex_lock(&dom->lock);
+    found = berth_domain_def_remove_device(dom->def, alias);
+    if (found) {
+        live_changed_locked(reg, dom);
+    }
+    g_mutex_unlock(&dom->lock);
+    if (found) {
+        publish_device(reg, dom, "device-removed", alias);
+    }
+    return found;
+}
+
+gboolean
+berth_domain_has_device(BerthDomain *dom, const char *alias)
+{
+    BerthDeviceType type;
+    guint index;
+    gboolean found;
+
+    g_mutex_lock(&dom->lock);
+    found = berth_domain_def_find_device(dom->def, alias, &type, &index);
+    g_mutex_unlock(&dom->lock);
+    return found;
 }
 
 static void
@@ -350,6 +512,7 @@ berth_registry_set_state(BerthRegistry *reg, BerthDomain *dom, BerthDomainState 
     dom->reason = reason;
     if (!state_is_active(state)) {
         g_hash_table_remove_all(dom->plugin_status);
+        restore_inactive_locked(dom);
         if (dom->next) {
             berth_domain_def_free(dom->def);
             g_free(dom->xml);
@@ -558,7 +721,8 @@ registry_put(BerthRegistry *reg, BerthDomainDef *def, gboolean had_uuid, gboolea
     *updated = TRUE;
     g_mutex_lock(&dom->lock);
     dom->persistent = TRUE;
-    if (state_is_active(dom->state) && g_str_equal(dom->xml, xml)) {
+    if (state_is_active(dom->state) &&
+        g_str_equal(dom->inactive_xml ? dom->inactive_xml : dom->xml, xml)) {
         /* Same definition as the live one: nothing waits for the next start. */
         berth_domain_def_free(def);
         berth_domain_def_free(dom->next);
@@ -617,7 +781,9 @@ berth_registry_define_parsed(BerthRegistry *reg, BerthDomainDef *def, const char
     }
     /* The file gets the canonical form of what was defined (with its uuid). */
     g_mutex_lock(&dom->lock);
-    text = g_strdup(dom->next_xml ? dom->next_xml : dom->xml);
+    text = g_strdup(dom->next_xml      ? dom->next_xml
+                    : dom->inactive_xml ? dom->inactive_xml
+                                        : dom->xml);
     g_mutex_unlock(&dom->lock);
     path = g_strdup_printf("%s/%s.xml", reg->domains_dir, dom->name);
     if (!berth_state_write(path, text, strlen(text), 0600, error)) {
@@ -675,6 +841,9 @@ load_status(BerthRegistry *reg, GPtrArray *reconnect)
         const char *p_reason[] = { "reason", NULL };
         const char *p_persistent[] = { "persistent", NULL };
         const char *p_plugins[] = { "plugins", NULL };
+        const char *p_inactive[] = { "inactive_xml", NULL };
+        yajl_val v_inactive;
+        BerthDomainDef *inactive = NULL;
         yajl_val v_xml;
         yajl_val v_state;
         yajl_val v_reason;
@@ -706,21 +875,40 @@ load_status(BerthRegistry *reg, GPtrArray *reconnect)
         }
         xml_text = YAJL_GET_STRING(v_xml) ? YAJL_GET_STRING(v_xml) : "";
         def = berth_domain_def_parse(xml_text, strlen(xml_text),
-                                     BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error);
+                                     BERTH_XML_PARSE_IGNORE_UNSUPPORTED | BERTH_XML_PARSE_LIVE,
+                                     &error);
         if (!def) {
             g_warning("live status '%s': %s", path, error->message);
             yajl_tree_free(root);
             continue;
         }
+        v_inactive = yajl_tree_get(root, p_inactive, yajl_t_string);
+        if (v_inactive && YAJL_GET_STRING(v_inactive)) {
+            const char *t = YAJL_GET_STRING(v_inactive);
+
+            inactive = berth_domain_def_parse(t, strlen(t), BERTH_XML_PARSE_IGNORE_UNSUPPORTED,
+                                              &error);
+            if (!inactive) {
+                g_warning("live status '%s': inactive definition: %s", path, error->message);
+                g_clear_error(&error);
+            }
+        }
         dom = registry_put(reg, def, TRUE, &updated, &error);
         if (!dom) {
             g_warning("live status '%s': %s", path, error->message);
+            berth_domain_def_free(inactive);
             yajl_tree_free(root);
             continue;
         }
         v_persistent = yajl_tree_get(root, p_persistent, yajl_t_any);
         v_plugins = yajl_tree_get(root, p_plugins, yajl_t_object);
         g_mutex_lock(&dom->lock);
+        if (inactive) {
+            berth_domain_def_free(dom->inactive);
+            g_free(dom->inactive_xml);
+            dom->inactive_xml = g_strdup(YAJL_GET_STRING(v_inactive));
+            dom->inactive = inactive;
+        }
         dom->persistent = v_persistent && YAJL_IS_TRUE(v_persistent);
         dom->state = state;
         dom->reason = v_reason && YAJL_GET_STRING(v_reason)

@@ -67,6 +67,26 @@ gboolean berth_domain_is_active(BerthDomain *dom);
  * next definition current first. */
 void berth_registry_set_state(BerthRegistry *reg, BerthDomain *dom, BerthDomainState state,
                               int reason);
+/* Before a start: makes the pending definition current, remembers it as the one to go back
+ * to at stop, gives the live definition its runtime aliases (virtio-disk0, net0, ...) and
+ * returns a copy of it. A no-op on an active domain (returns the live definition). */
+BerthDomainDef *berth_registry_prepare_start(BerthRegistry *reg, BerthDomain *dom);
+/* After a start that failed before the domain became active: back to the inactive definition. */
+void berth_registry_abort_start(BerthRegistry *reg, BerthDomain *dom);
+
+/* Hotplug. check_device gives @dev its alias in the live definition and checks that it fits
+ * (unique alias, target, MAC, tag, addresses) by adding @probe (a second parse of the same
+ * XML) to a copy. add_device adds @dev (its struct moves into the definition), rewrites the
+ * live status and publishes device-added; remove_device drops the device with @alias and
+ * publishes device-removed (FALSE when it has no such device). */
+gboolean berth_registry_check_device(BerthRegistry *reg, BerthDomain *dom, BerthDeviceDef *dev,
+                                     BerthDeviceDef *probe, GError **error);
+gboolean berth_registry_add_device(BerthRegistry *reg, BerthDomain *dom, BerthDeviceDef *dev,
+                                   GError **error);
+gboolean berth_registry_remove_device(BerthRegistry *reg, BerthDomain *dom, const char *alias);
+/* TRUE when the live (or inactive) definition has a device with @alias. */
+gboolean berth_domain_has_device(BerthDomain *dom, const char *alias);
+
 /* A plugin's live status of an active domain (JSON object text, NULL removes). */
 gboolean berth_registry_set_plugin_status(BerthRegistry *reg, BerthDomain *dom,
                                           const char *plugin, const char *status_json,

@@ -248,13 +248,13 @@ test_good(Fixture *f, gconstpointer data)
 static void
 test_wrong_abi_major(Fixture *f, gconstpointer data)
 {
-    assert_refused(f, NULL, "abi-major", "has ABI 2.0, berthd supports 1.0");
+    assert_refused(f, NULL, "abi-major", "has ABI 2.0, berthd supports 1.1");
 }
 
 static void
 test_wrong_abi_minor(Fixture *f, gconstpointer data)
 {
-    assert_refused(f, NULL, "abi-minor-newer", "has ABI 1.99, berthd supports 1.0");
+    assert_refused(f, NULL, "abi-minor-newer", "has ABI 1.99, berthd supports 1.1");
 }
 
 static void
@@ -353,7 +353,7 @@ test_refused_required(Fixture *f, gconstpointer data)
 
     g_assert_null(plugins);
     g_assert_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED);
-    g_assert_nonnull(strstr(error->message, "abi-major.so' has ABI 2.0, berthd supports 1.0"));
+    g_assert_nonnull(strstr(error->message, "abi-major.so' has ABI 2.0, berthd supports 1.1"));
     /* Refused before any init() ran. */
     g_assert_cmpuint(plugin_logs->len, ==, 0);
 }
