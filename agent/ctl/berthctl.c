@@ -419,20 +419,14 @@ cmd_list(Ctl *ctl, const Command *cmd, int argc, char **argv)
     return rc;
 }
 
-static int
-cmd_define(Ctl *ctl, const Command *cmd, int argc, char **argv)
+/* Reads an XML FILE argument ('-': stdin) as a JSON string; NULL after a usage error. */
+static char *
+read_xml_json(const char *file, int *rc)
 {
-    static const char *const spec[] = {"ignore-unsupported", NULL};
     g_autoptr(GError) error = NULL;
     g_autofree char *xml = NULL;
-    g_autofree char *xml_json = NULL;
-    g_autofree char *params = NULL;
-    const char *file;
     gsize len = 0;
-    yajl_val tree = NULL;
 
-    PARSE(spec, 1);
-    file = pos->pdata[0];
     if (strcmp(file, "-") == 0) {
         GString *in = g_string_new(NULL);
         char buf[65536];
@@ -444,15 +438,33 @@ cmd_define(Ctl *ctl, const Command *cmd, int argc, char **argv)
         len = in->len;
         xml = g_string_free(in, FALSE);
     } else if (!g_file_get_contents(file, &xml, &len, &error)) {
-        return usage_error(NULL, "cannot read '%s': %s", file, error->message);
+        *rc = usage_error(NULL, "cannot read '%s': %s", file, error->message);
+        return NULL;
     }
     if (len > MAX_XML_FILE) {
-        return usage_error(NULL, "'%s' is larger than %d bytes", file, MAX_XML_FILE);
+        *rc = usage_error(NULL, "'%s' is larger than %d bytes", file, MAX_XML_FILE);
+        return NULL;
     }
     if (!g_utf8_validate(xml, (gssize) len, NULL) || strlen(xml) != len) {
-        return usage_error(NULL, "'%s' is not UTF-8 text", file);
+        *rc = usage_error(NULL, "'%s' is not UTF-8 text", file);
+        return NULL;
     }
-    xml_json = berth_rpc_json_string(xml);
+    return berth_rpc_json_string(xml);
+}
+
+static int
+cmd_define(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    static const char *const spec[] = {"ignore-unsupported", NULL};
+    g_autofree char *xml_json = NULL;
+    g_autofree char *params = NULL;
+    yajl_val tree = NULL;
+
+    PARSE(spec, 1);
+    xml_json = read_xml_json(pos->pdata[0], &rc);
+    if (!xml_json) {
+        return rc;
+    }
     params = g_strdup_printf("{\"xml\":%s%s}", xml_json,
                              g_hash_table_contains(opts, "ignore-unsupported")
                                  ? ",\"ignore_unsupported\":true"
@@ -463,6 +475,58 @@ cmd_define(Ctl *ctl, const Command *cmd, int argc, char **argv)
         g_autofree char *uuid = cell(obj_get(tree, "uuid"));
 
         printf("Domain '%s' defined (uuid %s).\n", name, uuid);
+        yajl_tree_free(tree);
+    }
+    return rc;
+}
+
+static int
+cmd_attach_device(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    static const char *const spec[] = {"ignore-unsupported", NULL};
+    g_autofree char *xml_json = NULL;
+    g_autofree char *name_json = NULL;
+    g_autofree char *params = NULL;
+    yajl_val tree = NULL;
+
+    PARSE(spec, 2);
+    xml_json = read_xml_json(pos->pdata[1], &rc);
+    if (!xml_json) {
+        return rc;
+    }
+    name_json = berth_rpc_json_string(pos->pdata[0]);
+    params = g_strdup_printf("{\"name\":%s,\"xml\":%s%s}", name_json, xml_json,
+                             g_hash_table_contains(opts, "ignore-unsupported")
+                                 ? ",\"ignore_unsupported\":true"
+                                 : "");
+    rc = ctl_call(ctl, cmd->method, params, TRUE, &tree);
+    if (rc == EXIT_OK && tree) {
+        g_autofree char *alias = cell(obj_get(tree, "alias"));
+
+        printf("Device '%s' attached to domain '%s'.\n", alias, (const char *) pos->pdata[0]);
+        yajl_tree_free(tree);
+    }
+    return rc;
+}
+
+static int
+cmd_detach_device(Ctl *ctl, const Command *cmd, int argc, char **argv)
+{
+    g_autofree char *name_json = NULL;
+    g_autofree char *alias_json = NULL;
+    g_autofree char *params = NULL;
+    yajl_val tree = NULL;
+
+    PARSE(NULL, 2);
+    name_json = berth_rpc_json_string(pos->pdata[0]);
+    alias_json = berth_rpc_json_string(pos->pdata[1]);
+    params = g_strdup_printf("{\"name\":%s,\"alias\":%s}", name_json, alias_json);
+    rc = ctl_call(ctl, cmd->method, params, TRUE, &tree);
+    if (rc == EXIT_OK && tree) {
+        g_autofree char *status = cell(obj_get(tree, "status"));
+
+        printf("Device '%s' of domain '%s': %s.\n", (const char *) pos->pdata[1],
+               (const char *) pos->pdata[0], status);
         yajl_tree_free(tree);
     }
     return rc;
@@ -819,6 +883,13 @@ static const Command commands[] = {
     {"reboot", "domain.reboot", "NAME", "Ask the guest to reboot.", NULL, cmd_domain},
     {"suspend", "domain.suspend", "NAME", "Pause a domain's CPUs.", NULL, cmd_domain},
     {"resume", "domain.resume", "NAME", "Resume a paused domain.", NULL, cmd_domain},
+    {"attach-device", "domain.attach_device", "NAME FILE [--ignore-unsupported]",
+     "Hot-plug the device in FILE (a <disk>, <interface>, <filesystem> or <hostdev>).",
+     "  --ignore-unsupported   ignore elements berth does not support instead of refusing\n",
+     cmd_attach_device},
+    {"detach-device", "domain.detach_device", "NAME ALIAS",
+     "Unplug the device ALIAS (see dumpxml) and wait for its whole teardown.", NULL,
+     cmd_detach_device},
     {"jobs", "job.list", "", "List running, queued and recent jobs.", NULL, cmd_simple_query},
     {"job", "job.get", "ID", "Show one job.", NULL, cmd_job},
     {"job-cancel", "job.cancel", "ID", "Cancel a queued or running job.", NULL, cmd_job},
