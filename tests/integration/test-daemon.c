@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <yajl/yajl_tree.h>
+
 #include "build-config.h"
 #include "daemon-harness.h"
 
@@ -590,6 +592,160 @@ test_list_plugins(void)
     g_assert_nonnull(strstr(out, "hypervisor"));
 }
 
+/* Defines @name with one disk (vda), a user net and a serial port. */
+static void
+define_with_devices(BerthClient *c, const char *name)
+{
+    g_autofree char *xml = g_strdup_printf(
+        "<domain type='kvm'><name>%s</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+        "<disk type='file' device='disk'><source file='/var/tmp/x.img'/>"
+        "<target dev='vda' bus='virtio'/></disk>"
+        "<interface type='user'><model type='virtio'/></interface>"
+        "<serial type='null'/>"
+        "</devices></domain>",
+        name);
+    g_autofree char *esc = g_strescape(xml, NULL);
+    g_autofree char *params = g_strdup_printf("{\"xml\":\"%s\"}", esc);
+
+    g_free(call_ok(c, "domain.define", params));
+}
+
+static char *
+dumpxml(BerthClient *c, const char *name)
+{
+    g_autofree char *p = name_param(name);
+    g_autofree char *res = call_ok(c, "domain.get", p);
+    char err[128];
+    const char *path[] = { "xml", NULL };
+    yajl_val root = yajl_tree_parse(res, err, sizeof(err));
+    yajl_val v = root ? yajl_tree_get(root, path, yajl_t_string) : NULL;
+    char *out = v ? g_strdup(YAJL_GET_STRING(v)) : NULL;
+
+    yajl_tree_free(root);
+    g_assert_nonnull(out);
+    return out;
+}
+
+static void
+test_hotplug(void)
+{
+    g_autoptr(Daemon) d = daemon_new("detach_delay_ms=30\n");
+    g_autoptr(BerthClient) c = NULL;
+    g_autoptr(BerthClient) ev = NULL;
+    g_autofree char *p = name_param("hp1");
+    g_autofree char *xml = NULL;
+    g_autofree char *res = NULL;
+    g_autofree char *event = NULL;
+    g_autofree char *record = NULL;
+    const char *disk = "<disk type='file' device='disk'><source file='/var/tmp/y.img'/>"
+                       "<target dev='vdb' bus='virtio'/></disk>";
+    g_autofree char *esc = g_strescape(disk, NULL);
+    g_autofree char *attach = g_strdup_printf("{\"name\":\"hp1\",\"xml\":\"%s\"}", esc);
+
+    daemon_start(d);
+    c = daemon_connect(d, FALSE);
+    ev = daemon_connect(d, TRUE);
+    g_free(call_ok(ev, "events.subscribe", "{\"filter\":{\"object_name\":\"hp1\"}}"));
+    define_with_devices(c, "hp1");
+
+    /* Not running: refused. */
+    call_fails(c, "domain.attach_device", attach, BERTH_ERROR_INVALID_STATE);
+    g_free(call_ok(c, "domain.start", p));
+
+    /* The live definition carries runtime aliases; the persistent one does not. */
+    xml = dumpxml(c, "hp1");
+    g_assert_nonnull(strstr(xml, "<alias name='virtio-disk0'/>"));
+    g_assert_nonnull(strstr(xml, "<alias name='net0'/>"));
+    g_assert_nonnull(strstr(xml, "<alias name='serial0'/>"));
+    g_clear_pointer(&xml, g_free);
+
+    res = call_ok(c, "domain.attach_device", attach);
+    g_assert_nonnull(strstr(res, "\"alias\":\"virtio-disk1\""));
+    g_clear_pointer(&res, g_free);
+    event = wait_event(ev, "device-added");
+    g_assert_nonnull(strstr(event, "virtio-disk1"));
+    g_clear_pointer(&event, g_free);
+    xml = dumpxml(c, "hp1");
+    g_assert_nonnull(strstr(xml, "y.img"));
+    g_clear_pointer(&xml, g_free);
+
+    /* The same target twice, and garbage, are refused before the plugin sees them. */
+    call_fails(c, "domain.attach_device", attach, BERTH_ERROR_INVALID_ARGUMENT);
+    call_fails(c, "domain.attach_device", "{\"name\":\"hp1\",\"xml\":\"<video/>\"}",
+               BERTH_ERROR_INVALID_ARGUMENT);
+    call_fails(c, "domain.detach_device", "{\"name\":\"hp1\",\"alias\":\"nope0\"}",
+               BERTH_ERROR_NO_SUCH_DEVICE);
+
+    /* Detach: the job returns after the teardown; the event follows the teardown. */
+    res = call_ok(c, "domain.detach_device", "{\"name\":\"hp1\",\"alias\":\"virtio-disk1\"}");
+    g_assert_nonnull(strstr(res, "\"removed\":true"));
+    g_clear_pointer(&res, g_free);
+    event = wait_event(ev, "device-removed");
+    g_assert_nonnull(strstr(event, "virtio-disk1"));
+    g_clear_pointer(&event, g_free);
+    xml = dumpxml(c, "hp1");
+    g_assert_null(strstr(xml, "y.img"));
+    g_clear_pointer(&xml, g_free);
+    g_assert_true(g_file_get_contents(d->record, &record, NULL, NULL));
+    g_assert_nonnull(strstr(record, "device_del hp1 virtio-disk1\nremoved hp1 virtio-disk1"));
+    g_clear_pointer(&record, g_free);
+
+    /* The live definition (aliases, hot-plugged devices) survives a berthd restart. */
+    g_free(call_ok(c, "domain.attach_device", attach));
+    g_clear_pointer(&c, berth_client_free);
+    g_clear_pointer(&ev, berth_client_free);
+    daemon_stop(d);
+    daemon_start(d);
+    c = daemon_connect(d, FALSE);
+    wait_state(c, "hp1", "running");
+    xml = dumpxml(c, "hp1");
+    g_assert_nonnull(strstr(xml, "y.img"));
+    g_assert_nonnull(strstr(xml, "<alias name='virtio-disk1'/>"));
+    g_clear_pointer(&xml, g_free);
+
+    /* Stopped: back to the persistent definition, without runtime aliases or the new disk. */
+    g_free(call_ok(c, "domain.destroy", p));
+    xml = dumpxml(c, "hp1");
+    g_assert_null(strstr(xml, "y.img"));
+    g_assert_null(strstr(xml, "<alias"));
+    g_clear_pointer(&xml, g_free);
+    daemon_stop(d);
+}
+
+/* A guest that holds on to the device longer than the detach waits: "removal in progress",
+ * then the event when it lets go. */
+static void
+test_hotplug_removal_in_progress(void)
+{
+    g_autoptr(Daemon) d = daemon_new("detach_delay_ms=600\ndetach_timeout_ms=50\n");
+    g_autoptr(BerthClient) c = NULL;
+    g_autoptr(BerthClient) ev = NULL;
+    g_autofree char *p = name_param("hp2");
+    g_autofree char *res = NULL;
+    g_autofree char *event = NULL;
+    g_autofree char *xml = NULL;
+
+    daemon_start(d);
+    c = daemon_connect(d, FALSE);
+    ev = daemon_connect(d, TRUE);
+    g_free(call_ok(ev, "events.subscribe", "{\"filter\":{\"type\":\"device-removed\"}}"));
+    define_with_devices(c, "hp2");
+    g_free(call_ok(c, "domain.start", p));
+    res = call_ok(c, "domain.detach_device", "{\"name\":\"hp2\",\"alias\":\"net0\"}");
+    g_assert_nonnull(strstr(res, "\"removed\":false"));
+    g_assert_nonnull(strstr(res, "removal in progress"));
+    xml = dumpxml(c, "hp2");
+    g_assert_nonnull(strstr(xml, "<alias name='net0'/>"));
+    g_clear_pointer(&xml, g_free);
+    event = wait_event(ev, "device-removed");
+    g_assert_nonnull(strstr(event, "net0"));
+    xml = dumpxml(c, "hp2");
+    g_assert_null(strstr(xml, "<alias name='net0'/>"));
+    g_free(call_ok(c, "domain.destroy", p));
+    daemon_stop(d);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -610,5 +766,7 @@ main(int argc, char **argv)
     g_test_add_func("/daemon/berthctl", test_berthctl);
     g_test_add_func("/daemon/startup-failures", test_startup_failures);
     g_test_add_func("/daemon/list-plugins", test_list_plugins);
+    g_test_add_func("/daemon/hotplug", test_hotplug);
+    g_test_add_func("/daemon/hotplug/removal-in-progress", test_hotplug_removal_in_progress);
     return g_test_run();
 }

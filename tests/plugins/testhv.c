@@ -15,8 +15,16 @@
  * `record` file, one line each ("start web1"), so tests can check what the core asked for.
  */
 
+/* A host device the VM holds: a copy of its definition (the core's copy dies with the job). */
+typedef struct {
+    char *alias;
+    BerthHostdevDef def;
+} TestHostdev;
+
 typedef struct {
     char *name;
+    char *uuid;
+    GPtrArray *hostdevs; /* TestHostdev, prepared through the hostdev plugin */
     pid_t pid;
     int pidfd;
     guint watch;
@@ -57,11 +65,77 @@ record(TestHv *hv, const char *fmt, ...)
 }
 
 static void
+test_hostdev_free(gpointer p)
+{
+    TestHostdev *h = p;
+
+    g_free(h->alias);
+    g_free(h);
+}
+
+static TestHostdev *
+test_hostdev_new(const BerthHostdevDef *src)
+{
+    TestHostdev *h = g_new0(TestHostdev, 1);
+
+    h->def = *src;
+    h->alias = g_strdup(src->alias);
+    h->def.alias = h->alias;
+    return h;
+}
+
+/* Copies of the first @n host devices of @def. */
+static GPtrArray *
+hostdev_copies(const BerthDomainDef *def, guint n)
+{
+    GPtrArray *a = g_ptr_array_new_with_free_func(test_hostdev_free);
+
+    for (guint i = 0; i < n && i < def->n_hostdevs; i++) {
+        g_ptr_array_add(a, test_hostdev_new(def->hostdevs[i]));
+    }
+    return a;
+}
+
+static TestVm *
+vm_new(const BerthDomainDef *def, pid_t pid)
+{
+    TestVm *vm = g_new0(TestVm, 1);
+
+    vm->name = g_strdup(def->name);
+    vm->uuid = g_strdup(def->uuid);
+    vm->pid = pid;
+    vm->hostdevs = hostdev_copies(def, def->n_hostdevs);
+    return vm;
+}
+
+/* Releases host devices through the hostdev plugin; @name/@uuid make the definition it sees. */
+static void
+release_hostdevs(TestHv *hv, const char *name, const char *uuid, GPtrArray *hostdevs)
+{
+    BerthDomainDef shell = { .struct_size = sizeof(shell) };
+
+    shell.name = (char *) name;
+    shell.uuid = (char *) uuid;
+    for (guint i = 0; hostdevs && i < hostdevs->len; i++) {
+        TestHostdev *h = hostdevs->pdata[i];
+        g_autoptr(GError) error = NULL;
+
+        record(hv, "release %s %s", name, h->alias);
+        if (!hv->host->hostdev_release(hv->self, &shell, &h->def, &error)) {
+            hv->host->log(hv->self, G_LOG_LEVEL_WARNING, "releasing %s of %s: %s", h->alias,
+                          name, error->message);
+        }
+    }
+}
+
+static void
 vm_free(gpointer p)
 {
     TestVm *vm = p;
 
     g_free(vm->name);
+    g_free(vm->uuid);
+    g_ptr_array_unref(vm->hostdevs);
     g_free(vm);
 }
 
@@ -90,6 +164,8 @@ vm_exited(pid_t pid, int status, gpointer data)
     gpointer v;
     int reason = BERTH_SHUTOFF_CRASHED;
     g_autofree char *name = NULL;
+    g_autofree char *uuid = NULL;
+    g_autoptr(GPtrArray) hostdevs = NULL;
 
     g_mutex_lock(&hv->lock);
     g_hash_table_iter_init(&it, hv->vms);
@@ -102,11 +178,16 @@ vm_exited(pid_t pid, int status, gpointer data)
     if (vm) {
         reason = vm->stop_reason ? vm->stop_reason : BERTH_SHUTOFF_CRASHED;
         name = g_strdup(vm->name);
+        uuid = g_strdup(vm->uuid);
+        hostdevs = g_steal_pointer(&vm->hostdevs);
+        vm->hostdevs = g_ptr_array_new_with_free_func(test_hostdev_free);
     }
     g_mutex_unlock(&hv->lock);
     if (!name) {
         return;
     }
+    /* The process is gone: only now are its host devices free for others. */
+    release_hostdevs(hv, name, uuid, hostdevs);
     /* The state first: a destroy or shutdown job waiting in stop_vm() returns only after the
      * domain is shutoff, as the QEMU plugin's do. */
     record(hv, "exited %s status=%d", name, status);
@@ -138,7 +219,19 @@ testhv_start(gpointer priv, BerthJob *job, const BerthDomainDef *def, guint flag
                           error)) {
         return FALSE;
     }
+    for (guint i = 0; i < def->n_hostdevs; i++) {
+        record(hv, "prepare %s %s", def->name, def->hostdevs[i]->alias);
+        if (!hv->host->hostdev_prepare(hv->self, job, def, def->hostdevs[i], error)) {
+            g_autoptr(GPtrArray) done = hostdev_copies(def, i);
+
+            release_hostdevs(hv, def->name, def->uuid, done);
+            return FALSE;
+        }
+    }
     if (hv->host->config_get_bool(hv->self, "fail_start")) {
+        g_autoptr(GPtrArray) all = hostdev_copies(def, def->n_hostdevs);
+
+        release_hostdevs(hv, def->name, def->uuid, all);
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED,
                     "testhv: starting domain '%s' failed on purpose", def->name);
         return FALSE;
@@ -146,14 +239,15 @@ testhv_start(gpointer priv, BerthJob *job, const BerthDomainDef *def, guint flag
     log = g_strdup_printf("%s/%s.log", hv->host->run_dir(hv->self), def->name);
     spec.log_path = log;
     if (!sleep_bin || !hv->host->process_spawn(hv->self, &spec, &pid, &pidfd, error)) {
+        g_autoptr(GPtrArray) all = hostdev_copies(def, def->n_hostdevs);
+
+        release_hostdevs(hv, def->name, def->uuid, all);
         if (!sleep_bin) {
             g_set_error(error, BERTH_ERROR, BERTH_ERROR_PLUGIN_FAILED, "testhv: no sleep");
         }
         return FALSE;
     }
-    vm = g_new0(TestVm, 1);
-    vm->name = g_strdup(def->name);
-    vm->pid = pid;
+    vm = vm_new(def, pid);
     /* Under the lock: vm_exited (main context) cannot look for the VM before it is complete. */
     g_mutex_lock(&hv->lock);
     g_hash_table_replace(hv->vms, vm->name, vm);
@@ -294,21 +388,179 @@ testhv_reconnect(gpointer priv, const BerthDomainDef *def, GError **error)
                                    BERTH_SHUTOFF_UNKNOWN);
         return TRUE;
     }
-    vm = g_new0(TestVm, 1);
-    vm->name = g_strdup(def->name);
-    vm->pid = pid;
+    vm = vm_new(def, pid);
     g_mutex_lock(&hv->lock);
     g_hash_table_replace(hv->vms, vm->name, vm);
     vm->watch = hv->host->process_watch(hv->self, pid, -1, vm_exited, hv, NULL);
     if (!vm->watch) {
         /* Gone while berthd was away. */
+        g_autoptr(GPtrArray) hostdevs = g_steal_pointer(&vm->hostdevs);
+
+        vm->hostdevs = g_ptr_array_new_with_free_func(test_hostdev_free);
         g_hash_table_remove(hv->vms, def->name);
         g_mutex_unlock(&hv->lock);
+        release_hostdevs(hv, def->name, def->uuid, hostdevs);
         hv->host->domain_set_state(hv->self, def->name, BERTH_DOMAIN_SHUTOFF,
                                    BERTH_SHUTOFF_CRASHED);
         return TRUE;
     }
     g_mutex_unlock(&hv->lock);
+    return TRUE;
+}
+
+/*
+ * Hotplug, simulated as QEMU behaves: attach is immediate (a hostdev is prepared first);
+ * detach is device_del, then "DEVICE_DELETED" after detach_delay_ms (a timer on the main
+ * context), then the teardown (hostdev release) and only then domain_device_removed. When the
+ * event takes longer than detach_timeout_ms, the job returns with the removal in progress
+ * and the teardown runs when the event comes.
+ */
+typedef struct {
+    TestHv *hv;
+    char *domain;
+    char *uuid;
+    char *alias;
+    TestHostdev *hostdev; /* the device's hostdev, or NULL */
+    gboolean deleted;     /* DEVICE_DELETED came */
+    gboolean abandoned;   /* the job gave up waiting: the event's handler does the teardown */
+} Unplug;
+
+static void
+unplug_free(Unplug *u)
+{
+    g_free(u->domain);
+    g_free(u->uuid);
+    g_free(u->alias);
+    if (u->hostdev) {
+        test_hostdev_free(u->hostdev);
+    }
+    g_free(u);
+}
+
+static void
+unplug_teardown(Unplug *u)
+{
+    TestHv *hv = u->hv;
+
+    if (u->hostdev) {
+        g_autoptr(GPtrArray) one = g_ptr_array_new();
+
+        g_ptr_array_add(one, u->hostdev);
+        release_hostdevs(hv, u->domain, u->uuid, one);
+    }
+    record(hv, "removed %s %s", u->domain, u->alias);
+    hv->host->domain_device_removed(hv->self, u->domain, u->alias);
+}
+
+static gpointer
+unplug_thread(gpointer data)
+{
+    unplug_teardown(data);
+    unplug_free(data);
+    return NULL;
+}
+
+/* The simulated DEVICE_DELETED, on the main context. */
+static gboolean
+device_deleted(gpointer data)
+{
+    Unplug *u = data;
+    gboolean abandoned;
+
+    g_mutex_lock(&u->hv->lock);
+    u->deleted = TRUE;
+    abandoned = u->abandoned;
+    g_cond_broadcast(&u->hv->exited);
+    g_mutex_unlock(&u->hv->lock);
+    if (abandoned) {
+        /* The teardown may block (sysfs writes): never on the main context. */
+        g_thread_unref(g_thread_new("testhv-unplug", unplug_thread, u));
+    }
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean
+testhv_device_attach(gpointer priv, BerthJob *job, const BerthDomainDef *def,
+                     BerthDeviceDef *dev, GError **error)
+{
+    TestHv *hv = priv;
+    TestVm *vm;
+
+    if (dev->type == BERTH_DEVICE_HOSTDEV) {
+        record(hv, "prepare %s %s", def->name, dev->u.hostdev->alias);
+        if (!hv->host->hostdev_prepare(hv->self, job, def, dev->u.hostdev, error)) {
+            return FALSE;
+        }
+    }
+    g_mutex_lock(&hv->lock);
+    vm = g_hash_table_lookup(hv->vms, def->name);
+    if (vm && dev->type == BERTH_DEVICE_HOSTDEV) {
+        g_ptr_array_add(vm->hostdevs, test_hostdev_new(dev->u.hostdev));
+    }
+    g_mutex_unlock(&hv->lock);
+    if (!vm) {
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                    "testhv: domain '%s' has no process", def->name);
+        return FALSE;
+    }
+    record(hv, "attach %s %s", def->name,
+           dev->type == BERTH_DEVICE_HOSTDEV ? dev->u.hostdev->alias : "device");
+    return TRUE;
+}
+
+static gboolean
+testhv_device_detach(gpointer priv, BerthJob *job, const BerthDomainDef *def,
+                     const char *alias, GError **error)
+{
+    TestHv *hv = priv;
+    gint64 delay = hv->host->config_get_int(hv->self, "detach_delay_ms");
+    gint64 end = g_get_monotonic_time() +
+                 hv->host->config_get_int(hv->self, "detach_timeout_ms") * 1000;
+    GCancellable *cancel = hv->host->job_get_cancellable(job);
+    Unplug *u = g_new0(Unplug, 1);
+    TestVm *vm;
+    GSource *src;
+
+    u->hv = hv;
+    u->domain = g_strdup(def->name);
+    u->uuid = g_strdup(def->uuid);
+    u->alias = g_strdup(alias);
+    record(hv, "device_del %s %s", def->name, alias);
+    g_mutex_lock(&hv->lock);
+    vm = g_hash_table_lookup(hv->vms, def->name);
+    for (guint i = 0; vm && i < vm->hostdevs->len; i++) {
+        TestHostdev *h = vm->hostdevs->pdata[i];
+        if (g_strcmp0(h->alias, alias) == 0) {
+            u->hostdev = g_ptr_array_steal_index(vm->hostdevs, i);
+            break;
+        }
+    }
+    g_mutex_unlock(&hv->lock);
+    if (!vm) {
+        unplug_free(u);
+        g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_STATE,
+                    "testhv: domain '%s' has no process", def->name);
+        return FALSE;
+    }
+    src = g_timeout_source_new((guint) delay);
+    g_source_set_callback(src, device_deleted, u, NULL);
+    g_source_attach(src, hv->host->main_context(hv->self));
+    g_source_unref(src);
+
+    g_mutex_lock(&hv->lock);
+    while (!u->deleted && !g_cancellable_is_cancelled(cancel) &&
+           g_get_monotonic_time() < end) {
+        g_cond_wait_until(&hv->exited, &hv->lock, MIN(end, g_get_monotonic_time() + 10000));
+    }
+    if (!u->deleted) {
+        u->abandoned = TRUE;
+        g_mutex_unlock(&hv->lock);
+        record(hv, "in-progress %s %s", def->name, alias);
+        return TRUE;
+    }
+    g_mutex_unlock(&hv->lock);
+    unplug_teardown(u);
+    unplug_free(u);
     return TRUE;
 }
 
@@ -373,6 +625,10 @@ static const BerthConfigKey testhv_keys[] = {
     { "fail_start", BERTH_CONFIG_BOOL, "false", 0, 0, "Make every start fail." },
     { "hang_shutdown", BERTH_CONFIG_BOOL, "false", 0, 0,
       "Make shutdown wait until the job is cancelled (a guest that ignores ACPI)." },
+    { "detach_delay_ms", BERTH_CONFIG_INT, "20", 0, 600000,
+      "How long after device_del the simulated DEVICE_DELETED comes." },
+    { "detach_timeout_ms", BERTH_CONFIG_INT, "5000", 0, 600000,
+      "How long a detach waits for DEVICE_DELETED before it reports removal in progress." },
     { NULL },
 };
 
@@ -384,6 +640,8 @@ static const BerthHypervisorOps testhv_ops = {
     .domain_suspend = testhv_suspend,
     .domain_resume = testhv_resume,
     .domain_reconnect = testhv_reconnect,
+    .device_detach = testhv_device_detach,
+    .device_attach = testhv_device_attach,
 };
 
 static const BerthPlugin testhv_plugin = {
