@@ -4,6 +4,7 @@
  * hold ends), as a process stuck in the kernel would.
  *
  *   hold-at-exit [--hold-ms N] [--ready-fd FD] -- PROGRAM [ARGS...]
+ *   hold-at-exit [--hold-ms N] [--ready-fd FD] --attach PID
  *
  * The child seizes nothing itself: it waits on a pipe until this process has PTRACE_SEIZEd it
  * (with PTRACE_O_TRACEEXIT and PTRACE_O_TRACEEXEC), then execs PROGRAM (searched in PATH).
@@ -14,6 +15,11 @@
  * included), it is held there --hold-ms milliseconds (default 3000), then released and reaped.
  * Only the main thread is traced: a multi-threaded program (QEMU) loses its other threads at
  * once, but the process does not end before its main thread does.
+ *
+ * With --attach PID, a running process (say a QEMU that berthd started, so that berthd stays
+ * its parent and watches it) is seized instead (PTRACE_SEIZE with PTRACE_O_TRACEEXIT, which
+ * does not stop it); its pid is printed once it is seized. The exit code is then the tracee's
+ * as the tracer sees it (its real parent reaps it).
  *
  * Exit status: the tracee's exit code, 128 + signal if a signal ended it, 127 if PROGRAM could
  * not be run, 125 on a usage or ptrace error.
@@ -35,7 +41,8 @@
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: hold-at-exit [--hold-ms N] [--ready-fd FD] -- PROGRAM [ARGS...]\n");
+    fprintf(stderr, "usage: hold-at-exit [--hold-ms N] [--ready-fd FD] -- PROGRAM [ARGS...]\n"
+                    "       hold-at-exit [--hold-ms N] [--ready-fd FD] --attach PID\n");
     exit(125);
 }
 
@@ -73,14 +80,71 @@ wait_tracee(pid_t pid, int *status)
     return r;
 }
 
+/* Forks PROGRAM (@argv) seized from its first instruction; its pid, or -1. */
+static pid_t
+spawn_seized(char **argv, int ready_fd)
+{
+    int go[2];
+    char ch = 0;
+    pid_t pid;
+
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        perror("hold-at-exit: pipe");
+        return -1;
+    }
+    pid = fork();
+    if (pid < 0) {
+        perror("hold-at-exit: fork");
+        return -1;
+    }
+    if (pid == 0) {
+        close(go[1]);
+        if (ready_fd >= 0) {
+            close(ready_fd);
+        }
+        /* Wait until the parent has seized us: EOF on the pipe. */
+        while (read(go[0], &ch, 1) < 0 && errno == EINTR) {
+        }
+        execvp(argv[0], argv);
+        fprintf(stderr, "hold-at-exit: cannot run '%s': %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(go[0]);
+    if (ptrace(PTRACE_SEIZE, pid, NULL,
+               (void *) (long) (PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC)) < 0) {
+        perror("hold-at-exit: PTRACE_SEIZE");
+        kill(pid, SIGKILL);
+        return -1;
+    }
+    close(go[1]);
+    return pid;
+}
+
+/* Says the tracee is ready: its pid on stdout and, once, on @ready_fd. */
+static void
+announce(pid_t pid, int *ready_fd)
+{
+    char line[32];
+    int len = snprintf(line, sizeof line, "%d\n", (int) pid);
+
+    fputs(line, stdout);
+    fflush(stdout);
+    if (*ready_fd >= 0) {
+        if (write(*ready_fd, line, (size_t) len) < 0) {
+            perror("hold-at-exit: ready fd");
+        }
+        close(*ready_fd);
+        *ready_fd = -1;
+    }
+}
+
 int
 main(int argc, char **argv)
 {
     long hold_ms = 3000;
+    long attach = 0;
     int ready_fd = -1;
-    int go[2];
     int argi = 1;
-    char ch = 0;
     int execed = 0;
     pid_t pid;
 
@@ -92,42 +156,31 @@ main(int argc, char **argv)
             hold_ms = parse_number(argv[++argi]);
         } else if (strcmp(argv[argi], "--ready-fd") == 0 && argi + 1 < argc) {
             ready_fd = (int) parse_number(argv[++argi]);
+        } else if (strcmp(argv[argi], "--attach") == 0 && argi + 1 < argc) {
+            attach = parse_number(argv[++argi]);
         } else {
             usage();
         }
     }
-    if (argi >= argc) {
+    if (attach > 0) {
+        if (argi < argc) {
+            usage();
+        }
+        pid = (pid_t) attach;
+        if (ptrace(PTRACE_SEIZE, pid, NULL, (void *) (long) PTRACE_O_TRACEEXIT) < 0) {
+            perror("hold-at-exit: PTRACE_SEIZE");
+            return 125;
+        }
+        execed = 1;
+        announce(pid, &ready_fd);
+    } else if (argi >= argc) {
         usage();
-    }
-    if (pipe2(go, O_CLOEXEC) < 0) {
-        perror("hold-at-exit: pipe");
-        return 125;
-    }
-    pid = fork();
-    if (pid < 0) {
-        perror("hold-at-exit: fork");
-        return 125;
-    }
-    if (pid == 0) {
-        close(go[1]);
-        if (ready_fd >= 0) {
-            close(ready_fd);
+    } else {
+        pid = spawn_seized(argv + argi, ready_fd);
+        if (pid < 0) {
+            return 125;
         }
-        /* Wait until the parent has seized us: EOF on the pipe. */
-        while (read(go[0], &ch, 1) < 0 && errno == EINTR) {
-        }
-        execvp(argv[argi], argv + argi);
-        fprintf(stderr, "hold-at-exit: cannot run '%s': %s\n", argv[argi], strerror(errno));
-        _exit(127);
     }
-    close(go[0]);
-    if (ptrace(PTRACE_SEIZE, pid, NULL,
-               (void *) (long) (PTRACE_O_TRACEEXIT | PTRACE_O_TRACEEXEC)) < 0) {
-        perror("hold-at-exit: PTRACE_SEIZE");
-        kill(pid, SIGKILL);
-        return 125;
-    }
-    close(go[1]);
 
     for (;;) {
         int status = 0;
@@ -150,19 +203,8 @@ main(int argc, char **argv)
         sig = WSTOPSIG(status);
         event = status >> 16;
         if (event == PTRACE_EVENT_EXEC) {
-            char line[32];
-            int len = snprintf(line, sizeof line, "%d\n", (int) pid);
-
             execed = 1;
-            fputs(line, stdout);
-            fflush(stdout);
-            if (ready_fd >= 0) {
-                if (write(ready_fd, line, (size_t) len) < 0) {
-                    perror("hold-at-exit: ready fd");
-                }
-                close(ready_fd);
-                ready_fd = -1;
-            }
+            announce(pid, &ready_fd);
             ptrace(PTRACE_CONT, pid, NULL, NULL);
         } else if (event == PTRACE_EVENT_EXIT) {
             if (execed) { /* not when the exec failed */

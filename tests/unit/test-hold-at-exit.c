@@ -133,6 +133,64 @@ test_exit_code(void)
     g_assert_cmpint(helper_status(&h), ==, 2);
 }
 
+/* --attach: a process someone else started (here this test, which stays its parent) is held
+ * as well, even through SIGTERM and then SIGKILL, as berthd's destroy sends them. */
+static void
+test_attach(void)
+{
+    const char *exe = g_getenv("HOLD_AT_EXIT");
+    const char *sleep_argv[] = {"sleep", "100", NULL};
+    g_autoptr(GError) error = NULL;
+    g_autofree char *pidarg = NULL;
+    GPid child;
+    Held h = {0};
+    gint64 sent;
+    int status = 0;
+
+    if (!exe) {
+        g_test_skip("HOLD_AT_EXIT is not set (run through meson test)");
+        return;
+    }
+    g_assert_true(g_spawn_async(NULL, (char **) sleep_argv, NULL,
+                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_SEARCH_PATH, NULL, NULL,
+                                &child, &error));
+    g_assert_no_error(error);
+    pidarg = g_strdup_printf("%d", (int) child);
+    {
+        const char *argv[] = {exe, "--hold-ms", "1000", "--attach", pidarg, NULL};
+        int out = -1;
+        char buf[32] = "";
+        gsize len = 0;
+
+        g_assert_true(g_spawn_async_with_pipes(NULL, (char **) argv, NULL,
+                                               G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                               &h.helper, NULL, &out, NULL, &error));
+        g_assert_no_error(error);
+        while (len < sizeof buf - 1 && !strchr(buf, '\n')) {
+            ssize_t n = read(out, buf + len, sizeof buf - 1 - len);
+
+            g_assert_cmpint(n, >, 0);
+            len += (gsize) n;
+        }
+        close(out);
+        g_assert_cmpint(g_ascii_strtoll(buf, NULL, 10), ==, child);
+    }
+    h.tracee = child;
+    h.pidfd = (int) syscall(SYS_pidfd_open, h.tracee, 0);
+    g_assert_cmpint(h.pidfd, >=, 0);
+    g_assert_cmpint(kill(child, SIGTERM), ==, 0);
+    sent = g_get_monotonic_time();
+    g_assert_false(readable(h.pidfd, 200));
+    g_assert_cmpint(kill(child, SIGKILL), ==, 0);
+    g_assert_false(readable(h.pidfd, 300));
+    g_assert_true(readable(h.pidfd, 10000));
+    g_assert_cmpint(g_get_monotonic_time() - sent, >=, 900 * G_TIME_SPAN_MILLISECOND);
+    /* The tracer saw the SIGTERM death; this test, the parent, reaps the tracee. */
+    g_assert_cmpint(helper_status(&h), ==, 128 + SIGTERM);
+    g_assert_cmpint(waitpid(child, &status, 0), ==, child);
+    g_assert_true(WIFSIGNALED(status));
+}
+
 int
 main(int argc, char **argv)
 {
@@ -140,5 +198,6 @@ main(int argc, char **argv)
     g_test_add_func("/helpers/hold-at-exit/sigkill-held", test_sigkill_held);
     g_test_add_func("/helpers/hold-at-exit/signal-forwarded", test_signal_forwarded);
     g_test_add_func("/helpers/hold-at-exit/exit-code", test_exit_code);
+    g_test_add_func("/helpers/hold-at-exit/attach", test_attach);
     return g_test_run();
 }
