@@ -31,7 +31,7 @@ host_log(BerthPluginHandle *self, GLogLevelFlags level, const char *fmt, ...)
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    g_log_structured("berth", level, "BERTH_PLUGIN", "%s", self->name, "MESSAGE", "%s: %s",
+    g_log_structured("berth", level, "BERTH_PLUGIN", self->name, "MESSAGE", "%s: %s",
                      self->name, msg);
 }
 

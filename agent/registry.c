@@ -54,7 +54,7 @@ static const char *const paused_reasons[] = {
     "unknown", "user", "migration", "save", "dump", "ioerror", "watchdog", "from-snapshot",
     "shutting-down", "snapshot", "crashed", "starting-up",
 };
-static const char *const shutdown_reasons[] = { "unknown", "user" };
+static const char *const shutdown_reasons[] = { "unknown", "user", "destroyed" };
 static const char *const shutoff_reasons[] = {
     "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
     "from-snapshot", "daemon",

@@ -58,6 +58,7 @@ typedef enum {
 typedef enum {
     BERTH_SHUTDOWN_UNKNOWN = 0,
     BERTH_SHUTDOWN_USER = 1,
+    BERTH_SHUTDOWN_DESTROYED = 2, /* a destroy waits for a process that outlived SIGKILL */
     BERTH_SHUTDOWN_REASON_LAST
 } BerthShutdownReason;
 
