@@ -1,12 +1,14 @@
 /* A real berthd in a temporary directory, for tests that drive it over its sockets. */
 #include "daemon-harness.h"
 
+#include <glib/gstdio.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/types.h>
+#include <unistd.h>
 #include <yajl/yajl_tree.h>
 
 #include "build-config.h"
@@ -30,12 +32,12 @@ daemon_new(const char *testhv_keys)
     return daemon_new_full(testhv_keys, NULL);
 }
 
-Daemon *
-daemon_new_full(const char *testhv_keys, const char *rpc_keys)
+/* The paths of a new Daemon in a new temp dir, without a config yet. */
+static Daemon *
+daemon_alloc(void)
 {
     g_autoptr(GError) error = NULL;
     Daemon *d = g_new0(Daemon, 1);
-    g_autofree char *text = NULL;
     g_autofree char *etc = NULL;
 
     d->dir = g_dir_make_tmp("berthd-test-XXXXXX", &error);
@@ -48,27 +50,90 @@ daemon_new_full(const char *testhv_keys, const char *rpc_keys)
     d->sock_ro = g_build_filename(d->dir, "run", "berthd-ro.sock", NULL);
     d->record = g_build_filename(d->dir, "record", NULL);
     d->log = g_build_filename(d->dir, "berthd.log", NULL);
-    text = g_strdup_printf("[agent]\n"
-                           "config_dir=%s\n"
-                           "state_dir=%s/state\n"
-                           "run_dir=%s/run\n"
-                           "plugin_dir=%s/tests/plugins\n"
-                           "domains_dir=%s\n"
-                           "plugins=testhv;\n"
-                           "required_plugins=testhv;\n"
-                           "log_level=debug\n"
-                           "[rpc]\n"
-                           "unix_socket=%s\n"
-                           "unix_socket_ro=%s\n"
-                           "%s"
-                           "[plugin.testhv]\n"
-                           "record=%s\n"
-                           "%s",
-                           etc, d->dir, d->dir, BERTH_BUILD_ROOT, d->domains, d->sock,
-                           d->sock_ro, rpc_keys ? rpc_keys : "", d->record,
-                           testhv_keys ? testhv_keys : "");
+    return d;
+}
+
+/* Writes the config: [agent] loading @plugins (all required) from @plugin_dir, [rpc] with
+ * @rpc_keys, then @sections. */
+static void
+daemon_write_conf(Daemon *d, const char *plugin_dir, const char *plugins, const char *rpc_keys,
+                  const char *sections)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *etc = g_path_get_dirname(d->conf);
+    g_autofree char *text = g_strdup_printf("[agent]\n"
+                                            "config_dir=%s\n"
+                                            "state_dir=%s/state\n"
+                                            "run_dir=%s/run\n"
+                                            "plugin_dir=%s\n"
+                                            "domains_dir=%s\n"
+                                            "plugins=%s\n"
+                                            "required_plugins=%s\n"
+                                            "log_level=debug\n"
+                                            "[rpc]\n"
+                                            "unix_socket=%s\n"
+                                            "unix_socket_ro=%s\n"
+                                            "%s"
+                                            "%s",
+                                            etc, d->dir, d->dir, plugin_dir, d->domains, plugins,
+                                            plugins, d->sock, d->sock_ro,
+                                            rpc_keys ? rpc_keys : "", sections ? sections : "");
+
     g_assert_true(g_file_set_contents(d->conf, text, -1, &error));
     current = d;
+}
+
+Daemon *
+daemon_new_full(const char *testhv_keys, const char *rpc_keys)
+{
+    Daemon *d = daemon_alloc();
+    g_autofree char *plugin_dir = g_build_filename(BERTH_BUILD_ROOT, "tests", "plugins", NULL);
+    g_autofree char *sections = g_strdup_printf("[plugin.testhv]\n"
+                                                "record=%s\n"
+                                                "%s",
+                                                d->record, testhv_keys ? testhv_keys : "");
+
+    daemon_write_conf(d, plugin_dir, "testhv;", rpc_keys, sections);
+    return d;
+}
+
+/* Where the build tree has plugin @name: plugins/NAME/NAME.so, else tests/plugins/NAME.so. */
+static char *
+plugin_path(const char *name)
+{
+    g_autofree char *file = g_strdup_printf("%s.so", name);
+    char *path = g_build_filename(BERTH_BUILD_ROOT, "plugins", name, file, NULL);
+
+    if (!g_file_test(path, G_FILE_TEST_EXISTS)) {
+        g_free(path);
+        path = g_build_filename(BERTH_BUILD_ROOT, "tests", "plugins", file, NULL);
+    }
+    return path;
+}
+
+Daemon *
+daemon_new_plugins(const char *plugins, const char *plugin_sections)
+{
+    Daemon *d = daemon_alloc();
+    g_autofree char *plugin_dir = g_build_filename(d->dir, "plugins", NULL);
+    g_auto(GStrv) names = g_strsplit(plugins, ";", -1);
+
+    g_assert_cmpint(g_mkdir(plugin_dir, 0755), ==, 0);
+    for (char **n = names; *n; n++) {
+        g_autofree char *target = NULL;
+        g_autofree char *file = NULL;
+        g_autofree char *link = NULL;
+
+        if (!**n) {
+            continue;
+        }
+        target = plugin_path(*n);
+        g_assert_true(g_file_test(target, G_FILE_TEST_EXISTS));
+        file = g_strdup_printf("%s.so", *n);
+        link = g_build_filename(plugin_dir, file, NULL);
+        g_assert_cmpint(symlink(target, link), ==, 0);
+    }
+    daemon_write_conf(d, plugin_dir, plugins, NULL, plugin_sections);
     return d;
 }
 
@@ -97,14 +162,15 @@ daemon_start(Daemon *d)
     g_assert_no_error(error);
     while (g_get_monotonic_time() < end) {
         g_autoptr(BerthClient) c = NULL;
-        g_autoptr(GError) cerr = NULL;
+        g_autoptr(BerthClient) ro = NULL;
 
         if (!g_subprocess_get_identifier(d->proc)) {
             break; /* berthd has exited */
         }
-        /* Both sockets: the read-only one is created right after the read-write one. */
-        c = berth_client_connect(d->sock, &cerr);
-        if (c && g_file_test(d->sock_ro, G_FILE_TEST_EXISTS)) {
+        /* Both sockets answer (files left by a killed berthd do not count). */
+        c = berth_client_connect(d->sock, NULL);
+        ro = c ? berth_client_connect(d->sock_ro, NULL) : NULL;
+        if (ro) {
             return;
         }
         g_usleep(20 * 1000);
@@ -117,6 +183,17 @@ void
 daemon_signal(Daemon *d, int sig)
 {
     g_subprocess_send_signal(d->proc, sig);
+}
+
+void
+daemon_kill(Daemon *d)
+{
+    if (!d->proc) {
+        return;
+    }
+    g_subprocess_force_exit(d->proc);
+    g_assert_true(g_subprocess_wait(d->proc, NULL, NULL));
+    g_clear_object(&d->proc);
 }
 
 void
@@ -137,20 +214,53 @@ daemon_stop(Daemon *d)
     g_clear_object(&d->proc);
 }
 
-/* Kills what testhv left running (sleep processes) so that nothing outlives the test. */
+/* The "pid" in the live status that @plugin saved in @path (RUN_DIR/domains/NAME.json), or
+ * 0; the status is a JSON object kept as a string under "plugins"->PLUGIN. */
+static int
+status_pid(const char *path, const char *plugin)
+{
+    g_autofree char *text = NULL;
+    const char *p_status[] = { "plugins", plugin, NULL };
+    const char *p_pid[] = { "pid", NULL };
+    yajl_val root = NULL;
+    yajl_val status = NULL;
+    yajl_val v;
+    int pid = 0;
+
+    if (!g_file_get_contents(path, &text, NULL, NULL)) {
+        return 0;
+    }
+    root = yajl_tree_parse(text, NULL, 0);
+    v = root ? yajl_tree_get(root, p_status, yajl_t_string) : NULL;
+    status = v ? yajl_tree_parse(YAJL_GET_STRING(v), NULL, 0) : NULL;
+    v = status ? yajl_tree_get(status, p_pid, yajl_t_number) : NULL;
+    if (v && YAJL_IS_INTEGER(v) && YAJL_GET_INTEGER(v) > 0 && YAJL_GET_INTEGER(v) <= G_MAXINT) {
+        pid = (int) YAJL_GET_INTEGER(v);
+    }
+    yajl_tree_free(status);
+    yajl_tree_free(root);
+    return pid;
+}
+
+/* Kills what the hypervisor plugins left running (testhv's sleep processes, QEMU) so that
+ * nothing outlives the test. */
 static void
 kill_leftovers(Daemon *d)
 {
+    static const char *const plugins[] = { "testhv", "qemu" };
     g_autofree char *run = g_build_filename(d->dir, "run", "domains", NULL);
     g_autoptr(GDir) dir = g_dir_open(run, 0, NULL);
     const char *e;
 
     while (dir && (e = g_dir_read_name(dir))) {
         if (g_str_has_suffix(e, ".json") && e[0] != '.') {
-            g_autofree char *name = g_strndup(e, strlen(e) - 5);
-            int pid = domain_pid(d, name);
-            if (pid > 0) {
-                kill(pid, SIGKILL);
+            g_autofree char *path = g_build_filename(run, e, NULL);
+
+            for (gsize i = 0; i < G_N_ELEMENTS(plugins); i++) {
+                int pid = status_pid(path, plugins[i]);
+                if (pid > 0) {
+                    kill(pid, SIGKILL);
+                }
             }
         }
     }
@@ -279,6 +389,39 @@ wait_event(BerthClient *c, const char *type)
 }
 
 char *
+wait_domain_event(BerthClient *c, const char *type, const char *name, gint64 timeout_ms)
+{
+    gint64 end = g_get_monotonic_time() + timeout_ms * G_TIME_SPAN_MILLISECOND;
+    const char *p_type[] = { "type", NULL };
+    const char *p_name[] = { "object", "name", NULL };
+
+    while (g_get_monotonic_time() < end) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *method = NULL;
+        g_autofree char *t = NULL;
+        g_autofree char *n = NULL;
+        char *params = NULL;
+        gint64 left = (end - g_get_monotonic_time()) / G_TIME_SPAN_MILLISECOND;
+
+        if (!berth_client_next_notification(c, MAX(left, 1), &method, &params, &error)) {
+            g_assert_no_error(error);
+            continue;
+        }
+        t = json_get_string(params, p_type);
+        n = json_get_string(params, p_name);
+        if (g_strcmp0(method, "event") == 0 && g_strcmp0(t, type) == 0 &&
+            g_strcmp0(n, name) == 0) {
+            return params;
+        }
+        g_free(params);
+    }
+    g_test_message("no '%s' event of domain '%s' within %" G_GINT64_FORMAT " ms", type, name,
+                   timeout_ms);
+    print_log();
+    g_assert_not_reached();
+}
+
+char *
 domain_state(BerthClient *c, const char *name, char **reason)
 {
     g_autofree char *params = g_strdup_printf("{\"name\":\"%s\"}", name);
@@ -309,22 +452,17 @@ wait_state(BerthClient *c, const char *name, const char *state)
 }
 
 int
-domain_pid(Daemon *d, const char *name)
+domain_plugin_pid(Daemon *d, const char *plugin, const char *name)
 {
     g_autofree char *path = g_strdup_printf("%s/run/domains/%s.json", d->dir, name);
-    g_autofree char *text = NULL;
-    g_autofree char *status = NULL;
-    const char *p[] = { "plugins", "testhv", NULL };
-    int pid = 0;
 
-    if (!g_file_get_contents(path, &text, NULL, NULL)) {
-        return 0;
-    }
-    status = json_get_string(text, p);
-    if (!status || sscanf(status, "{\"pid\":%d}", &pid) != 1) {
-        return 0;
-    }
-    return pid;
+    return status_pid(path, plugin);
+}
+
+int
+domain_pid(Daemon *d, const char *name)
+{
+    return domain_plugin_pid(d, "testhv", name);
 }
 
 int
