@@ -389,7 +389,7 @@ wait_event(BerthClient *c, const char *type)
 }
 
 char *
-wait_domain_event(BerthClient *c, const char *type, const char *name, gint64 timeout_ms)
+wait_event_of(BerthClient *c, const char *type, const char *name, gint64 timeout_ms)
 {
     gint64 end = g_get_monotonic_time() + timeout_ms * G_TIME_SPAN_MILLISECOND;
     const char *p_type[] = { "type", NULL };

@@ -49,7 +49,7 @@ char *domain_xml(const char *name);
 char *wait_event(BerthClient *c, const char *type);
 /* Waits up to @timeout_ms for the next event of @type about domain @name (skipping others);
  * returns its params (g_free). Fails the test (printing berthd's log) on timeout. */
-char *wait_domain_event(BerthClient *c, const char *type, const char *name, gint64 timeout_ms);
+char *wait_event_of(BerthClient *c, const char *type, const char *name, gint64 timeout_ms);
 /* The state of @name from domain.get ("running", ...); g_free. */
 char *domain_state(BerthClient *c, const char *name, char **reason);
 /* Polls domain.get until the state is @state (10 s), fails otherwise. */
