@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""The qemu plugin in berthd against raw QEMU, in the same run (docs/performance.md).
+
+Medians over RUNS runs (default 10) of:
+  raw QEMU start-to-running, quit-to-gone, SIGKILL-to-gone (bench-qemu-raw.sh, qmp-timer),
+           and the wall time of 20 raw QEMUs launched at once until the last one runs
+  berthd: define+start+destroy+undefine cycle, domain.start (to running), domain.destroy,
+          kill -9 of QEMU to the domain-stopped event at a client, 20 parallel domain.start
+          (wall time), berthd VmRSS idle and with 20 running domains
+and the ratios to raw QEMU. libvirt's figures when virsh is installed (not measured here).
+
+Usage: bench-qemu-berthd.py --build BUILD_DIR --qmp-timer QMP_TIMER --raw RAW_SCRIPT
+                            [--runs N] [--parallel N]
+The JSON-RPC client is this file's (python3 stdlib, newline-delimited JSON over the unix
+socket, docs/api.md).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+class Client:
+    """One connection; calls wait for their reply, notifications are queued."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+        self.notes = []
+
+    def close(self):
+        self.sock.close()
+
+    def _line(self, timeout=None):
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("berthd closed the connection")
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def call(self, method, params=None):
+        rid = self.next_id
+        self.next_id += 1
+        req = {"jsonrpc": "2.0", "id": rid, "method": method}
+        if params is not None:
+            req["params"] = params
+        self.sock.sendall(json.dumps(req).encode() + b"\n")
+        while True:
+            msg = self._line()
+            if msg.get("id") == rid:
+                if "error" in msg:
+                    raise RuntimeError(f"{method} {params}: {msg['error']['message']}")
+                return msg["result"]
+            if msg.get("method") == "event":
+                self.notes.append(msg["params"])
+
+    def event(self, etype, name, timeout=10.0):
+        end = time.monotonic() + timeout
+        while True:
+            while self.notes:
+                e = self.notes.pop(0)
+                if e["type"] == etype and e["object"]["name"] == name:
+                    return e
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {etype} event for {name}")
+            msg = self._line(left)
+            if msg.get("method") == "event":
+                self.notes.append(msg["params"])
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def ms(t0):
+    return (time.monotonic() - t0) * 1000.0
+
+
+def domain_xml(name, dtype):
+    return (f"<domain type='{dtype}'><name>{name}</name><memory unit='MiB'>128</memory>"
+            "<vcpu>1</vcpu><os><type arch='x86_64' machine='q35'>hvm</type></os></domain>")
+
+
+def vmrss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+class Berthd:
+    def __init__(self, build, tmp):
+        self.tmp = tmp
+        self.sock = os.path.join(tmp, "run", "berthd.sock")
+        os.makedirs(os.path.join(tmp, "plugins"))
+        os.makedirs(os.path.join(tmp, "etc", "domains"))
+        build = os.path.abspath(build)
+        os.symlink(os.path.join(build, "plugins", "qemu", "qemu.so"),
+                   os.path.join(tmp, "plugins", "qemu.so"))
+        self.conf = os.path.join(tmp, "etc", "berthd.conf")
+        with open(self.conf, "w") as f:
+            f.write(f"""[agent]
+config_dir={tmp}/etc
+state_dir={tmp}/state
+run_dir={tmp}/run
+domains_dir={tmp}/etc/domains
+plugin_dir={tmp}/plugins
+plugins=qemu;
+required_plugins=qemu;
+log_level=warning
+[rpc]
+unix_socket={self.sock}
+unix_socket_ro={tmp}/run/berthd-ro.sock
+""")
+        self.log = open(os.path.join(tmp, "berthd.log"), "w")
+        self.proc = subprocess.Popen([os.path.join(build, "agent", "berthd"), "--config",
+                                      self.conf, "--foreground"], stderr=self.log)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and self.proc.poll() is None:
+            try:
+                Client(self.sock).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait()
+        with open(self.log.name) as f:
+            sys.stderr.write(f.read())
+        raise RuntimeError("berthd did not start")
+
+    def qemu_pid(self, name):
+        path = os.path.join(self.tmp, "run", "domains", name + ".json")
+        try:
+            with open(path) as f:
+                status = json.loads(json.load(f)["plugins"]["qemu"])
+            return int(status["pid"])
+        except (OSError, KeyError, ValueError):
+            return 0
+
+    def kill_all(self):
+        """Kills berthd and every QEMU it left (by the pids in its status files)."""
+        self.proc.kill()
+        self.proc.wait()
+        rundir = os.path.join(self.tmp, "run", "domains")
+        for e in os.listdir(rundir) if os.path.isdir(rundir) else []:
+            if e.endswith(".json"):
+                pid = self.qemu_pid(e[:-5])
+                if pid > 0:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+
+def parallel(sock, method, names):
+    """Calls @method on every name at once, one connection and thread each; wall time in ms."""
+    errors = []
+    barrier = threading.Barrier(len(names) + 1)
+
+    def one(name):
+        c = Client(sock)
+        barrier.wait()
+        try:
+            c.call(method, {"name": name})
+        except Exception as e:  # reported below
+            errors.append(str(e))
+        c.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.monotonic()
+    for t in threads:
+        t.join()
+    took = ms(t0)
+    if errors:
+        raise RuntimeError(f"{method}: {errors[0]}")
+    return took
+
+
+def raw_figures(args):
+    out = subprocess.run([args.raw, args.qmp_timer, str(args.runs)], check=True,
+                         capture_output=True, text=True).stdout
+    print(out, end="")
+    fig = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if "median" in parts:
+            fig[parts[0]] = float(parts[parts.index("median") + 1])
+    return fig
+
+
+def raw_parallel(args, n):
+    """@n raw QEMUs launched at once through qmp-timer: the wall time until the last one runs
+    (the largest start-to-running), in ms."""
+    qemu = shutil.which("qemu-system-x86_64")
+    accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
+    tmp = tempfile.mkdtemp(prefix="berth-qemu-rawpar-")
+    try:
+        procs = []
+        for i in range(n):
+            sock = os.path.join(tmp, f"q{i}.sock")
+            procs.append(subprocess.Popen(
+                [args.qmp_timer, "--socket", sock, "--stop", "kill", "--", qemu, "-machine",
+                 "q35", "-accel", accel, "-m", "128", "-nodefaults", "-display", "none", "-S",
+                 "-qmp", f"unix:{sock},server=on,wait=off"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
+        starts = [float(p.communicate()[0].split()[0]) for p in procs]
+        return max(starts)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True)
+    ap.add_argument("--qmp-timer", required=True)
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--parallel", type=int, default=20)
+    args = ap.parse_args()
+    if not shutil.which("qemu-system-x86_64"):
+        print("SKIP: qemu-system-x86_64 is not installed")
+        return 77
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR)
+        os.close(fd)
+        dtype = "kvm"
+    except OSError:
+        dtype = "qemu"
+    print(f"load before: {open('/proc/loadavg').read().split()[0:3]}, "
+          f"{os.cpu_count()} CPUs, domain type '{dtype}'")
+
+    raw = raw_figures(args)
+    raw_par = [raw_parallel(args, args.parallel) for _ in range(args.runs)]
+    raw[f"{args.parallel}-parallel"] = median(raw_par)
+    print(f"{args.parallel} parallel starts-to-running (wall) median {median(raw_par):8.1f} ms  "
+          f"(min {min(raw_par):.1f}, max {max(raw_par):.1f}, n={len(raw_par)})")
+    tmp = tempfile.mkdtemp(prefix="berth-qemu-berthd-")
+    d = None
+    try:
+        d = Berthd(args.build, tmp)
+        c = Client(d.sock)
+        ev = Client(d.sock)
+        ev.call("events.subscribe", {"filter": {"type": "domain-stopped"}})
+        time.sleep(1)
+        rss_idle = vmrss_kib(d.proc.pid)
+
+        cycle, start, destroy, crash = [], [], [], []
+        for i in range(args.runs):
+            t0 = time.monotonic()
+            c.call("domain.define", {"xml": domain_xml("cyc", dtype)})
+            c.call("domain.start", {"name": "cyc"})
+            c.call("domain.destroy", {"name": "cyc"})
+            c.call("domain.undefine", {"name": "cyc"})
+            cycle.append(ms(t0))
+
+        c.call("domain.define", {"xml": domain_xml("one", dtype)})
+        for i in range(args.runs):
+            t0 = time.monotonic()
+            r = c.call("domain.start", {"name": "one"})
+            start.append(ms(t0))
+            assert r["state"] == "running", r
+            t0 = time.monotonic()
+            r = c.call("domain.destroy", {"name": "one"})
+            destroy.append(ms(t0))
+            assert r["state"] == "shutoff", r
+            ev.event("domain-stopped", "one")
+        for i in range(args.runs):
+            c.call("domain.start", {"name": "one"})
+            pid = d.qemu_pid("one")
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            e = ev.event("domain-stopped", "one")
+            crash.append(ms(t0))
+            assert e["detail"]["reason"] == "crashed", e
+
+        names = [f"p{i:02d}" for i in range(args.parallel)]
+        for n in names:
+            c.call("domain.define", {"xml": domain_xml(n, dtype)})
+        par_start, par_destroy, rss_busy = [], [], []
+        for i in range(args.runs):
+            par_start.append(parallel(d.sock, "domain.start", names))
+            running = [x for x in c.call("domain.list", {"state": "running"})]
+            assert len(running) == len(names), running
+            rss_busy.append(vmrss_kib(d.proc.pid))
+            par_destroy.append(parallel(d.sock, "domain.destroy", names))
+        c.close()
+        ev.close()
+    finally:
+        if d:
+            d.kill_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def line(label, values, raw_key=None, unit="ms"):
+        text = f"{label:40s} median {median(values):8.1f} {unit}"
+        text += f"  (min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
+        if raw_key and raw_key in raw:
+            text += f"  = {median(values) / raw[raw_key]:.2f}x raw {raw_key}"
+        print(text)
+
+    print(f"berthd + qemu plugin (q35, type '{dtype}', 128 MiB, {args.runs} runs)")
+    line("define+start+destroy+undefine cycle", cycle, "start-to-running")
+    line("domain.start (to running)", start, "start-to-running")
+    line("domain.destroy (to shutoff)", destroy, "quit-to-gone")
+    line("kill -9 to domain-stopped event", crash, "SIGKILL-to-gone")
+    line(f"{args.parallel} parallel domain.start (wall)", par_start, f"{args.parallel}-parallel")
+    line(f"{args.parallel} parallel domain.destroy (wall)", par_destroy)
+    print(f"{'berthd VmRSS idle':40s} {rss_idle / 1024:8.1f} MiB")
+    print(f"{'berthd VmRSS with %d running domains' % args.parallel:40s} "
+          f"{median(rss_busy) / 1024:8.1f} MiB (median)")
+    if shutil.which("virsh"):
+        print("libvirt: virsh is installed; its figures are not measured by this script")
+    else:
+        print("libvirt: not installed")
+    print(f"load after: {open('/proc/loadavg').read().split()[0:3]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
