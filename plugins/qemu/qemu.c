@@ -1265,11 +1265,14 @@ reconnect_lists(QemuVm *vm, const BerthDomainDef *def, yajl_val status)
 static gboolean
 reconnect_dead(Qemu *q, QemuVm *vm, const char *why)
 {
-    QEMU_LOG(q, G_LOG_LEVEL_WARNING, "domain '%s': %s; it is shut off (crashed)", vm->name,
-             why);
+    /* A destroy that was waiting for it has its answer; anything else died on its own. */
+    int reason = vm->kill_pending ? BERTH_SHUTOFF_DESTROYED : BERTH_SHUTOFF_CRASHED;
+
+    QEMU_LOG(q, G_LOG_LEVEL_WARNING, "domain '%s': %s; it is shut off (%s)", vm->name, why,
+             vm->kill_pending ? "destroyed" : "crashed");
     vm_release_resources(vm);
     remove_run_dir(vm);
-    vm_set_state(vm, BERTH_DOMAIN_SHUTOFF, BERTH_SHUTOFF_CRASHED);
+    vm_set_state(vm, BERTH_DOMAIN_SHUTOFF, reason);
     return TRUE;
 }
 
