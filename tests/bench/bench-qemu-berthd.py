@@ -227,6 +227,35 @@ def raw_parallel(args, n):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def plugin_argv(pid):
+    """The command line berthd gave the QEMU @pid."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0") if a]
+
+
+def raw_with_argv(args, argv, runs):
+    """qmp-timer on the plugin's own QEMU command line (its monitor socket moved to a temp
+    dir): (start-to-running list, SIGKILL-to-gone list, quit-to-gone list)."""
+    tmp = tempfile.mkdtemp(prefix="berth-qemu-rawargv-")
+    sock = os.path.join(tmp, "qmp.sock")
+    old = [a for a in argv if "qmp.sock" in a][0]
+    old_path = [p[len("path="):] for p in old.split(",") if p.startswith("path=")][0]
+    argv = [a.replace(old_path, sock) for a in argv]
+    starts, kills, quits = [], [], []
+    try:
+        for stop, out in (("kill", kills), ("quit", quits)):
+            for _ in range(runs):
+                if os.path.exists(sock):
+                    os.unlink(sock)
+                r = subprocess.run([args.qmp_timer, "--socket", sock, "--stop", stop, "--"] + argv,
+                                   check=True, capture_output=True, text=True).stdout.split()
+                starts.append(float(r[0]))
+                out.append(float(r[1]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return starts, kills, quits
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -285,6 +314,8 @@ def main():
         for i in range(args.runs):
             c.call("domain.start", {"name": "one"})
             pid = d.qemu_pid("one")
+            if i == 0:
+                argv = plugin_argv(pid)
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             e = ev.event("domain-stopped", "one")
@@ -303,6 +334,10 @@ def main():
             par_destroy.append(parallel(d.sock, "domain.destroy", names))
         c.close()
         ev.close()
+        pa_start, pa_kill, pa_quit = raw_with_argv(args, argv, args.runs)
+        raw["plugin-argv-start"] = median(pa_start)
+        raw["plugin-argv-quit"] = median(pa_quit)
+        raw["plugin-argv-kill"] = median(pa_kill)
     finally:
         if d:
             d.kill_all()
@@ -315,11 +350,19 @@ def main():
             text += f"  = {median(values) / raw[raw_key]:.2f}x raw {raw_key}"
         print(text)
 
+    print(f"raw QEMU with the plugin's command line ({len(argv)} args: root ports, memfd, "
+          "sandbox ...)")
+    line("start-to-running", pa_start, "start-to-running")
+    line("quit-to-gone", pa_quit)
+    line("SIGKILL-to-gone", pa_kill)
     print(f"berthd + qemu plugin (q35, type '{dtype}', 128 MiB, {args.runs} runs)")
     line("define+start+destroy+undefine cycle", cycle, "start-to-running")
     line("domain.start (to running)", start, "start-to-running")
+    line("  the same", start, "plugin-argv-start")
     line("domain.destroy (to shutoff)", destroy, "quit-to-gone")
+    line("  the same", destroy, "plugin-argv-quit")
     line("kill -9 to domain-stopped event", crash, "SIGKILL-to-gone")
+    line("  the same", crash, "plugin-argv-kill")
     line(f"{args.parallel} parallel domain.start (wall)", par_start, f"{args.parallel}-parallel")
     line(f"{args.parallel} parallel domain.destroy (wall)", par_destroy)
     print(f"{'berthd VmRSS idle':40s} {rss_idle / 1024:8.1f} MiB")
