@@ -29,6 +29,11 @@ static int tracked_fd[MAX_TRACKED];
 static pid_t tracked_pid[MAX_TRACKED];
 static volatile sig_atomic_t n_tracked;
 
+/* The running test's temp dir: every QEMU whose command line names it is the test's, also
+ * one that berthd spawned but the test did not learn about yet (a start in flight). */
+static char test_dir[512];
+static char cmdline_buf[65536];
+
 static const char *accel = "qemu"; /* the domain type: kvm when /dev/kvm is usable */
 
 static void
@@ -41,12 +46,74 @@ kill_tracked_now(void)
     }
 }
 
+/* SIGKILLs every qemu-system process whose command line names test_dir. Async-signal-safe
+ * (raw syscalls, static buffers): it runs in the abort handler. */
+static void
+kill_test_qemus(void)
+{
+    struct dirent64_raw {
+        guint64 ino;
+        gint64 off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[];
+    };
+    char dents[4096] __attribute__((aligned(8)));
+    size_t dir_len = strlen(test_dir);
+    long n;
+    int dfd;
+
+    if (dir_len == 0) {
+        return;
+    }
+    dfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        return;
+    }
+    while ((n = syscall(SYS_getdents64, dfd, dents, sizeof dents)) > 0) {
+        for (long off = 0; off < n;) {
+            struct dirent64_raw *de = (struct dirent64_raw *) (dents + off);
+            char path[64] = "/proc/";
+            size_t len = strlen(path);
+            pid_t pid = 0;
+            ssize_t got;
+            int fd;
+
+            off += de->reclen;
+            for (const char *c = de->name; *c && len < sizeof path - 16; c++) {
+                if (*c < '0' || *c > '9') {
+                    pid = 0;
+                    break;
+                }
+                pid = pid * 10 + (*c - '0');
+                path[len++] = *c;
+            }
+            if (pid <= 0) {
+                continue;
+            }
+            memcpy(path + len, "/cmdline", sizeof "/cmdline");
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                continue;
+            }
+            got = read(fd, cmdline_buf, sizeof cmdline_buf);
+            close(fd);
+            if (got > 0 && memmem(cmdline_buf, (size_t) got, "qemu-system", 11) &&
+                memmem(cmdline_buf, (size_t) got, test_dir, dir_len)) {
+                kill(pid, SIGKILL);
+            }
+        }
+    }
+    close(dfd);
+}
+
 /* A failing assertion aborts: no QEMU outlives the test. berthd itself dies with this
  * process (PR_SET_PDEATHSIG in the harness). */
 static void
 on_fatal_signal(int sig)
 {
     kill_tracked_now();
+    kill_test_qemus();
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -152,6 +219,8 @@ fx_setup(Fixture *fx, gconstpointer data)
         return;
     }
     fx->d = daemon_new_plugins("qemu;", sections ? sections : "");
+    g_assert_cmpuint(strlen(fx->d->dir), <, sizeof test_dir);
+    g_strlcpy(test_dir, fx->d->dir, sizeof test_dir);
     daemon_start(fx->d);
 }
 
@@ -159,7 +228,9 @@ static void
 fx_teardown(Fixture *fx, gconstpointer data)
 {
     kill_tracked();
+    kill_test_qemus();
     g_clear_pointer(&fx->d, daemon_free);
+    test_dir[0] = '\0';
 }
 
 static gboolean
