@@ -206,9 +206,10 @@ def raw_figures(args):
     return fig
 
 
-def raw_parallel(args, n):
+def raw_parallel(args, n, argv=None):
     """@n raw QEMUs launched at once through qmp-timer: the wall time until the last one runs
-    (the largest start-to-running), in ms."""
+    (the largest start-to-running), in ms. Each keeps running until all do, as under berthd. @argv: the plugin's command line instead of the
+    minimal one of bench-qemu-raw.sh."""
     qemu = shutil.which("qemu-system-x86_64")
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
     tmp = tempfile.mkdtemp(prefix="berth-qemu-rawpar-")
@@ -216,15 +217,36 @@ def raw_parallel(args, n):
         procs = []
         for i in range(n):
             sock = os.path.join(tmp, f"q{i}.sock")
+            if argv:
+                cmd = with_socket(argv, sock)
+            else:
+                cmd = [qemu, "-machine", "q35", "-accel", accel, "-m", "128", "-nodefaults",
+                       "-display", "none", "-S", "-qmp", f"unix:{sock},server=on,wait=off"]
             procs.append(subprocess.Popen(
-                [args.qmp_timer, "--socket", sock, "--stop", "kill", "--", qemu, "-machine",
-                 "q35", "-accel", accel, "-m", "128", "-nodefaults", "-display", "none", "-S",
-                 "-qmp", f"unix:{sock},server=on,wait=off"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True))
-        starts = [float(p.communicate()[0].split()[0]) for p in procs]
+                [args.qmp_timer, "--socket", sock, "--stop", "kill", "--wait-stdin", "--"] + cmd,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        starts = []
+        for p in procs:
+            text = b""
+            while not text.endswith(b" "):
+                c = p.stdout.read(1)
+                if not c:
+                    raise RuntimeError("qmp-timer failed")
+                text += c
+            starts.append(float(text))
+        # All running (and in their firmware): now stop them.
+        for p in procs:
+            p.communicate()
         return max(starts)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def with_socket(argv, sock):
+    """The plugin's command line @argv with its monitor socket moved to @sock."""
+    old = [a for a in argv if "qmp.sock" in a][0]
+    old_path = [p[len("path="):] for p in old.split(",") if p.startswith("path=")][0]
+    return [a.replace(old_path, sock) for a in argv]
 
 
 def plugin_argv(pid):
@@ -238,9 +260,7 @@ def raw_with_argv(args, argv, runs):
     dir): (start-to-running list, SIGKILL-to-gone list, quit-to-gone list)."""
     tmp = tempfile.mkdtemp(prefix="berth-qemu-rawargv-")
     sock = os.path.join(tmp, "qmp.sock")
-    old = [a for a in argv if "qmp.sock" in a][0]
-    old_path = [p[len("path="):] for p in old.split(",") if p.startswith("path=")][0]
-    argv = [a.replace(old_path, sock) for a in argv]
+    argv = with_socket(argv, sock)
     starts, kills, quits = [], [], []
     try:
         for stop, out in (("kill", kills), ("quit", quits)):
@@ -338,6 +358,8 @@ def main():
         raw["plugin-argv-start"] = median(pa_start)
         raw["plugin-argv-quit"] = median(pa_quit)
         raw["plugin-argv-kill"] = median(pa_kill)
+        pa_par = [raw_parallel(args, args.parallel, argv) for _ in range(args.runs)]
+        raw[f"plugin-argv-{args.parallel}-parallel"] = median(pa_par)
     finally:
         if d:
             d.kill_all()
@@ -355,6 +377,8 @@ def main():
     line("start-to-running", pa_start, "start-to-running")
     line("quit-to-gone", pa_quit)
     line("SIGKILL-to-gone", pa_kill)
+    line(f"{args.parallel} parallel starts-to-running (wall)", pa_par,
+         f"{args.parallel}-parallel")
     print(f"berthd + qemu plugin (q35, type '{dtype}', 128 MiB, {args.runs} runs)")
     line("define+start+destroy+undefine cycle", cycle, "start-to-running")
     line("domain.start (to running)", start, "start-to-running")
@@ -364,6 +388,7 @@ def main():
     line("kill -9 to domain-stopped event", crash, "SIGKILL-to-gone")
     line("  the same", crash, "plugin-argv-kill")
     line(f"{args.parallel} parallel domain.start (wall)", par_start, f"{args.parallel}-parallel")
+    line("  the same", par_start, f"plugin-argv-{args.parallel}-parallel")
     line(f"{args.parallel} parallel domain.destroy (wall)", par_destroy)
     print(f"{'berthd VmRSS idle':40s} {rss_idle / 1024:8.1f} MiB")
     print(f"{'berthd VmRSS with %d running domains' % args.parallel:40s} "
