@@ -255,25 +255,18 @@ def plugin_argv(pid):
         return [a.decode() for a in f.read().split(b"\0") if a]
 
 
-def raw_with_argv(args, argv, runs):
-    """qmp-timer on the plugin's own QEMU command line (its monitor socket moved to a temp
-    dir): (start-to-running list, SIGKILL-to-gone list, quit-to-gone list)."""
+def raw_once(args, argv, stop):
+    """One qmp-timer run of the plugin's own command line @argv (its monitor socket moved to a
+    temp dir): (start-to-running, stop-to-gone) in ms."""
     tmp = tempfile.mkdtemp(prefix="berth-qemu-rawargv-")
     sock = os.path.join(tmp, "qmp.sock")
-    argv = with_socket(argv, sock)
-    starts, kills, quits = [], [], []
     try:
-        for stop, out in (("kill", kills), ("quit", quits)):
-            for _ in range(runs):
-                if os.path.exists(sock):
-                    os.unlink(sock)
-                r = subprocess.run([args.qmp_timer, "--socket", sock, "--stop", stop, "--"] + argv,
-                                   check=True, capture_output=True, text=True).stdout.split()
-                starts.append(float(r[0]))
-                out.append(float(r[1]))
+        r = subprocess.run([args.qmp_timer, "--socket", sock, "--stop", stop, "--"] +
+                           with_socket(argv, sock),
+                           check=True, capture_output=True, text=True).stdout.split()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return starts, kills, quits
+    return float(r[0]), float(r[1])
 
 
 def main():
@@ -293,14 +286,22 @@ def main():
         dtype = "kvm"
     except OSError:
         dtype = "qemu"
+    npar = args.parallel
     print(f"load before: {open('/proc/loadavg').read().split()[0:3]}, "
           f"{os.cpu_count()} CPUs, domain type '{dtype}'")
 
+    # The floor: bench-qemu-raw.sh's minimal command line.
     raw = raw_figures(args)
-    raw_par = [raw_parallel(args, args.parallel) for _ in range(args.runs)]
-    raw[f"{args.parallel}-parallel"] = median(raw_par)
-    print(f"{args.parallel} parallel starts-to-running (wall) median {median(raw_par):8.1f} ms  "
+    raw_par = [raw_parallel(args, npar) for _ in range(args.runs)]
+    raw[f"{npar}-parallel"] = median(raw_par)
+    print(f"{npar} parallel starts-to-running (wall) median {median(raw_par):8.1f} ms  "
           f"(min {min(raw_par):.1f}, max {max(raw_par):.1f}, n={len(raw_par)})")
+
+    # berthd, with raw runs of the plugin's own command line interleaved with its runs, so
+    # that the noise of this machine hits both alike.
+    pa = {"start": [], "quit": [], "kill": [], "par": []}
+    b = {"cycle": [], "start": [], "destroy": [], "crash": [], "par": [], "pardestroy": [],
+         "rss": []}
     tmp = tempfile.mkdtemp(prefix="berth-qemu-berthd-")
     d = None
     try:
@@ -311,88 +312,91 @@ def main():
         time.sleep(1)
         rss_idle = vmrss_kib(d.proc.pid)
 
-        cycle, start, destroy, crash = [], [], [], []
         for i in range(args.runs):
             t0 = time.monotonic()
             c.call("domain.define", {"xml": domain_xml("cyc", dtype)})
             c.call("domain.start", {"name": "cyc"})
             c.call("domain.destroy", {"name": "cyc"})
             c.call("domain.undefine", {"name": "cyc"})
-            cycle.append(ms(t0))
+            b["cycle"].append(ms(t0))
 
         c.call("domain.define", {"xml": domain_xml("one", dtype)})
+        c.call("domain.start", {"name": "one"})
+        argv = plugin_argv(d.qemu_pid("one"))
+        c.call("domain.destroy", {"name": "one"})
+        ev.event("domain-stopped", "one")
         for i in range(args.runs):
+            st, gone = raw_once(args, argv, "quit")
+            pa["start"].append(st)
+            pa["quit"].append(gone)
             t0 = time.monotonic()
             r = c.call("domain.start", {"name": "one"})
-            start.append(ms(t0))
+            b["start"].append(ms(t0))
             assert r["state"] == "running", r
             t0 = time.monotonic()
             r = c.call("domain.destroy", {"name": "one"})
-            destroy.append(ms(t0))
+            b["destroy"].append(ms(t0))
             assert r["state"] == "shutoff", r
             ev.event("domain-stopped", "one")
-        for i in range(args.runs):
+
+            st, gone = raw_once(args, argv, "kill")
+            pa["start"].append(st)
+            pa["kill"].append(gone)
             c.call("domain.start", {"name": "one"})
             pid = d.qemu_pid("one")
-            if i == 0:
-                argv = plugin_argv(pid)
             t0 = time.monotonic()
             os.kill(pid, signal.SIGKILL)
             e = ev.event("domain-stopped", "one")
-            crash.append(ms(t0))
+            b["crash"].append(ms(t0))
             assert e["detail"]["reason"] == "crashed", e
 
-        names = [f"p{i:02d}" for i in range(args.parallel)]
+        names = [f"p{i:02d}" for i in range(npar)]
         for n in names:
             c.call("domain.define", {"xml": domain_xml(n, dtype)})
-        par_start, par_destroy, rss_busy = [], [], []
         for i in range(args.runs):
-            par_start.append(parallel(d.sock, "domain.start", names))
-            running = [x for x in c.call("domain.list", {"state": "running"})]
+            pa["par"].append(raw_parallel(args, npar, argv))
+            b["par"].append(parallel(d.sock, "domain.start", names))
+            running = c.call("domain.list", {"state": "running"})
             assert len(running) == len(names), running
-            rss_busy.append(vmrss_kib(d.proc.pid))
-            par_destroy.append(parallel(d.sock, "domain.destroy", names))
+            b["rss"].append(vmrss_kib(d.proc.pid))
+            b["pardestroy"].append(parallel(d.sock, "domain.destroy", names))
         c.close()
         ev.close()
-        pa_start, pa_kill, pa_quit = raw_with_argv(args, argv, args.runs)
-        raw["plugin-argv-start"] = median(pa_start)
-        raw["plugin-argv-quit"] = median(pa_quit)
-        raw["plugin-argv-kill"] = median(pa_kill)
-        pa_par = [raw_parallel(args, args.parallel, argv) for _ in range(args.runs)]
-        raw[f"plugin-argv-{args.parallel}-parallel"] = median(pa_par)
     finally:
         if d:
             d.kill_all()
         shutil.rmtree(tmp, ignore_errors=True)
+    raw["plugin-argv-start"] = median(pa["start"])
+    raw["plugin-argv-quit"] = median(pa["quit"])
+    raw["plugin-argv-kill"] = median(pa["kill"])
+    raw[f"plugin-argv-{npar}-parallel"] = median(pa["par"])
 
-    def line(label, values, raw_key=None, unit="ms"):
-        text = f"{label:40s} median {median(values):8.1f} {unit}"
+    def line(label, values, *raw_keys):
+        text = f"{label:40s} median {median(values):8.1f} ms"
         text += f"  (min {min(values):.1f}, max {max(values):.1f}, n={len(values)})"
-        if raw_key and raw_key in raw:
-            text += f"  = {median(values) / raw[raw_key]:.2f}x raw {raw_key}"
+        for key in raw_keys:
+            text += f"  {median(values) / raw[key]:.2f}x {key}"
         print(text)
 
     print(f"raw QEMU with the plugin's command line ({len(argv)} args: root ports, memfd, "
-          "sandbox ...)")
-    line("start-to-running", pa_start, "start-to-running")
-    line("quit-to-gone", pa_quit)
-    line("SIGKILL-to-gone", pa_kill)
-    line(f"{args.parallel} parallel starts-to-running (wall)", pa_par,
-         f"{args.parallel}-parallel")
-    print(f"berthd + qemu plugin (q35, type '{dtype}', 128 MiB, {args.runs} runs)")
-    line("define+start+destroy+undefine cycle", cycle, "start-to-running")
-    line("domain.start (to running)", start, "start-to-running")
-    line("  the same", start, "plugin-argv-start")
-    line("domain.destroy (to shutoff)", destroy, "quit-to-gone")
-    line("  the same", destroy, "plugin-argv-quit")
-    line("kill -9 to domain-stopped event", crash, "SIGKILL-to-gone")
-    line("  the same", crash, "plugin-argv-kill")
-    line(f"{args.parallel} parallel domain.start (wall)", par_start, f"{args.parallel}-parallel")
-    line("  the same", par_start, f"plugin-argv-{args.parallel}-parallel")
-    line(f"{args.parallel} parallel domain.destroy (wall)", par_destroy)
+          "sandbox ...), interleaved with the berthd runs below")
+    line("start-to-running", pa["start"], "start-to-running")
+    line("quit-to-gone", pa["quit"])
+    line("SIGKILL-to-gone", pa["kill"])
+    line(f"{npar} parallel starts-to-running (wall)", pa["par"], f"{npar}-parallel")
+    print(f"berthd + qemu plugin (q35, type '{dtype}', 128 MiB, {args.runs} runs; ratios to raw "
+          "QEMU with the minimal and with the plugin's command line)")
+    line("define+start+destroy+undefine cycle", b["cycle"], "start-to-running",
+         "plugin-argv-start")
+    line("domain.start (to running)", b["start"], "start-to-running", "plugin-argv-start")
+    line("domain.destroy (to shutoff)", b["destroy"], "quit-to-gone", "plugin-argv-quit")
+    line("kill -9 to domain-stopped event", b["crash"], "SIGKILL-to-gone", "plugin-argv-kill")
+    line(f"{npar} parallel domain.start (wall)", b["par"], f"{npar}-parallel",
+         f"plugin-argv-{npar}-parallel")
+    line(f"{npar} parallel domain.destroy (wall)", b["pardestroy"])
     print(f"{'berthd VmRSS idle':40s} {rss_idle / 1024:8.1f} MiB")
-    print(f"{'berthd VmRSS with %d running domains' % args.parallel:40s} "
-          f"{median(rss_busy) / 1024:8.1f} MiB (median)")
+    print(f"{'berthd VmRSS with %d running domains' % npar:40s} "
+          f"{median(b['rss']) / 1024:8.1f} MiB (median)")
     if shutil.which("virsh"):
         print("libvirt: virsh is installed; its figures are not measured by this script")
     else:
