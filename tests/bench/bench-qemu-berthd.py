@@ -3,7 +3,8 @@
 
 Medians over RUNS runs (default 10) of:
   raw QEMU start-to-running, quit-to-gone, SIGKILL-to-gone (bench-qemu-raw.sh, qmp-timer),
-           and the wall time of 20 raw QEMUs launched at once until the last one runs
+           and the wall time of 20 raw QEMUs launched at once until the last one runs; the
+           same with the plugin's own QEMU command line, interleaved with the berthd runs
   berthd: define+start+destroy+undefine cycle, domain.start (to running), domain.destroy,
           kill -9 of QEMU to the domain-stopped event at a client, 20 parallel domain.start
           (wall time), berthd VmRSS idle and with 20 running domains
@@ -208,8 +209,8 @@ def raw_figures(args):
 
 def raw_parallel(args, n, argv=None):
     """@n raw QEMUs launched at once through qmp-timer: the wall time until the last one runs
-    (the largest start-to-running), in ms. Each keeps running until all do, as under berthd. @argv: the plugin's command line instead of the
-    minimal one of bench-qemu-raw.sh."""
+    (the largest start-to-running), in ms. Each keeps running until all do, as under berthd.
+    @argv: the plugin's command line instead of the minimal one of bench-qemu-raw.sh."""
     qemu = shutil.which("qemu-system-x86_64")
     accel = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg"
     tmp = tempfile.mkdtemp(prefix="berth-qemu-rawpar-")
