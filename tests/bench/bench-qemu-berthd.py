@@ -8,7 +8,8 @@ Medians over RUNS runs (default 10) of:
   berthd: define+start+destroy+undefine cycle, domain.start (to running), domain.destroy,
           kill -9 of QEMU to the domain-stopped event at a client, 20 parallel domain.start
           (wall time), berthd VmRSS idle and with 20 running domains
-and the ratios to raw QEMU. libvirt's figures when virsh is installed (not measured here).
+and the ratios to raw QEMU; with virsh installed, virsh create/destroy of the same definition
+(not installed on the machine of docs/performance.md).
 
 Usage: bench-qemu-berthd.py --build BUILD_DIR --qmp-timer QMP_TIMER --raw RAW_SCRIPT
                             [--runs N] [--parallel N]
@@ -270,6 +271,36 @@ def raw_once(args, argv, stop):
     return float(r[0]), float(r[1])
 
 
+def libvirt_figures(dtype, runs):
+    """virsh create (a transient domain: start to running) and virsh destroy of the same
+    definition through libvirtd (qemu:///system), medians in ms, virsh's own start-up included.
+    None when libvirt cannot be used here."""
+    uri = os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system")
+    tmp = tempfile.mkdtemp(prefix="berth-qemu-libvirt-")
+    xml = os.path.join(tmp, "d.xml")
+    name = f"berth-bench-{os.getpid()}"
+    with open(xml, "w") as f:
+        f.write(domain_xml(name, dtype))
+    starts, destroys = [], []
+    try:
+        for _ in range(runs):
+            t0 = time.monotonic()
+            subprocess.run(["virsh", "-q", "-c", uri, "create", xml], check=True,
+                           capture_output=True)
+            starts.append(ms(t0))
+            t0 = time.monotonic()
+            subprocess.run(["virsh", "-q", "-c", uri, "destroy", name], check=True,
+                           capture_output=True)
+            destroys.append(ms(t0))
+    except subprocess.CalledProcessError as e:
+        print(f"libvirt: virsh failed: {e.stderr.decode(errors='replace').strip()}")
+        subprocess.run(["virsh", "-q", "-c", uri, "destroy", name], capture_output=True)
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return starts, destroys
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
@@ -398,9 +429,16 @@ def main():
     print(f"{'berthd VmRSS idle':40s} {rss_idle / 1024:8.1f} MiB")
     print(f"{'berthd VmRSS with %d running domains' % npar:40s} "
           f"{median(b['rss']) / 1024:8.1f} MiB (median)")
-    if shutil.which("virsh"):
-        print("libvirt: virsh is installed; its figures are not measured by this script")
-    else:
+    lv = libvirt_figures(dtype, args.runs) if shutil.which("virsh") else None
+    if lv:
+        print("libvirt (virsh create / virsh destroy, the same definition; virsh's start-up "
+              "included)")
+        line("virsh create (to running)", lv[0], "plugin-argv-start")
+        print(f"{'  berthd domain.start / libvirt':40s} {median(b['start']) / median(lv[0]):8.2f}x")
+        line("virsh destroy", lv[1], "plugin-argv-quit")
+        print(f"{'  berthd domain.destroy / libvirt':40s} "
+              f"{median(b['destroy']) / median(lv[1]):8.2f}x")
+    elif not shutil.which("virsh"):
         print("libvirt: not installed")
     print(f"load after: {open('/proc/loadavg').read().split()[0:3]}")
     return 0
