@@ -528,8 +528,10 @@ test_load(void)
     gsize rss[4];
 
     /* Two rounds settle the allocator's arenas, then four more are measured. A leak grows
-     * by the round; fragmentation settles (about 1 MiB a round at first, then under 0.1 MiB),
-     * so the last two rounds together may add at most 2 MiB and all four at most 8 MiB. Under
+     * by the round (20,000 calls: 50 bytes a call is 1 MiB a round); the allocator grows in
+     * steps now and then (a 2.7 MiB step in one round of four was seen on a loaded machine),
+     * so at least one measured round must add no more than 256 KiB, and all four together at
+     * most 8 MiB. Under
      * ASan, RSS is the quarantine's: berthd's leak check at exit (daemon_stop wants exit
      * status 0) is the test there. */
     load_round();
@@ -555,7 +557,12 @@ test_load(void)
                    rss_after);
     g_assert_cmpuint(fds_after, ==, fds_before);
 #if !defined(__SANITIZE_ADDRESS__)
-    g_assert_cmpuint(rss[3], <=, rss[1] + 2048);
+    gboolean flat_round = rss[0] <= rss_before + 256;
+
+    for (int r = 1; r < 4; r++) {
+        flat_round = flat_round || rss[r] <= rss[r - 1] + 256;
+    }
+    g_assert_true(flat_round);
     g_assert_cmpuint(rss_after, <=, rss_before + 8192);
 #endif
 }
