@@ -656,8 +656,8 @@ berth_qemu_layout_new(const BerthDomainDef *def, guint spare_ports, GError **err
     return g_steal_pointer(&l);
 }
 
-static const char *
-dev_alias(const BerthDeviceDef *dev)
+const char *
+berth_qemu_device_alias(const BerthDeviceDef *dev)
 {
     switch (dev->type) {
     case BERTH_DEVICE_DISK:
@@ -695,7 +695,7 @@ dev_address(const BerthDeviceDef *dev)
 gboolean
 berth_qemu_layout_attach(BerthQemuLayout *layout, const BerthDeviceDef *dev, GError **error)
 {
-    const char *alias = dev_alias(dev);
+    const char *alias = berth_qemu_device_alias(dev);
     const BerthPciAddress *want = dev_address(dev);
 
     if (!alias) {
@@ -1840,7 +1840,7 @@ berth_qemu_hotplug_calls(const BerthDomainDef *def, const BerthQemuLayout *layou
     g_autoptr(GPtrArray) out = g_ptr_array_new_with_free_func((GDestroyNotify) berth_qmp_call_free);
     g_autoptr(GPtrArray) undo = g_ptr_array_new_with_free_func((GDestroyNotify) berth_qmp_call_free);
     g_autoptr(QemuProps) device = NULL;
-    const char *alias = dev_alias(dev);
+    const char *alias = berth_qemu_device_alias(dev);
     gboolean has_file = FALSE;
 
     if (!alias) {

@@ -26,6 +26,8 @@ void berth_qemu_layout_free(BerthQemuLayout *layout);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthQemuLayout, berth_qemu_layout_free)
 char *berth_qemu_layout_to_json(const BerthQemuLayout *layout);
 BerthQemuLayout *berth_qemu_layout_from_json(const char *json, GError **error);
+/* The alias of @dev, whatever its type (NULL for an unknown type). */
+const char *berth_qemu_device_alias(const BerthDeviceDef *dev);
 /* Reserves a free hotplug position for @dev (alias set); fails with BERTH_ERROR_INVALID_STATE
  * ("no free hotplug slot: ...") when there is none. */
 gboolean berth_qemu_layout_attach(BerthQemuLayout *layout, const BerthDeviceDef *dev,

@@ -1416,23 +1416,6 @@ qemu_reconnect(gpointer priv, const BerthDomainDef *def, GError **error)
 
 /* ---- hotplug ---- */
 
-static const char *
-device_alias(const BerthDeviceDef *dev)
-{
-    switch (dev->type) {
-    case BERTH_DEVICE_DISK:
-        return dev->u.disk->alias;
-    case BERTH_DEVICE_NET:
-        return dev->u.net->alias;
-    case BERTH_DEVICE_FS:
-        return dev->u.fs->alias;
-    case BERTH_DEVICE_HOSTDEV:
-        return dev->u.hostdev->alias;
-    default:
-        return NULL;
-    }
-}
-
 static void
 run_calls(QemuVm *vm, BerthJob *job, GPtrArray *calls, const char *why)
 {
@@ -1453,7 +1436,7 @@ qemu_device_attach(gpointer priv, BerthJob *job, const BerthDomainDef *def,
 {
     Qemu *q = priv;
     g_autoptr(QemuVm) vm = vm_lookup(q, def->name);
-    const char *alias = device_alias(dev);
+    const char *alias = berth_qemu_device_alias(dev);
     g_autoptr(GPtrArray) calls = NULL;
     g_autoptr(GPtrArray) rollback = NULL;
     g_autofree char *fs_socket = NULL;
