@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +79,9 @@ static gchar *opt_virtiofsd = "/usr/lib/qemu/virtiofsd";
 static gchar *opt_streams;
 static gboolean opt_berth_only;
 static gchar *opt_share_base;
+static gboolean opt_counts;
+static gint opt_pool = -1;
+static gint opt_inflight;
 
 /* ---- requests ---- */
 
@@ -216,6 +220,13 @@ typedef struct {
     double ops;
     double mib;
     double cpu_us; /* the backend's CPU time (all threads, user + system) per operation */
+    /* Per operation (--counts): front-end kicks and its sleeps on the call eventfds, calls
+     * from the backend, and the backend's voluntary context switches (its sleeps). */
+    double kicks;
+    double calls;
+    double fe_sleeps;
+    double be_sleeps;
+    double fe_cpu_us; /* the front-end's (this process's) CPU time */
 } Result;
 
 /* CPU time of process @pid and its descendants so far, in microseconds (from /proc): Debian's
@@ -253,6 +264,56 @@ static double proc_cpu_us(GPid pid)
     return children + ticks * 1e6 / sysconf(_SC_CLK_TCK);
 }
 
+static double self_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_usec;
+}
+
+/* Voluntary context switches of process @pid's threads and its descendants'. */
+static double proc_vcsw(GPid pid)
+{
+    double n = 0;
+    g_autofree char *tdir = g_strdup_printf("/proc/%d/task", (int)pid);
+    g_autoptr(GDir) d = g_dir_open(tdir, 0, NULL);
+    const char *tid;
+    while (d && (tid = g_dir_read_name(d))) {
+        g_autofree char *cpath = g_strdup_printf("%s/%s/children", tdir, tid);
+        g_autofree char *spath = g_strdup_printf("%s/%s/status", tdir, tid);
+        g_autofree char *text = NULL;
+        if (g_file_get_contents(cpath, &text, NULL, NULL)) {
+            g_auto(GStrv) pids = g_strsplit(g_strstrip(text), " ", 0);
+            for (guint i = 0; pids[i]; i++) {
+                if (*pids[i]) {
+                    n += proc_vcsw(atoi(pids[i]));
+                }
+            }
+            g_clear_pointer(&text, g_free);
+        }
+        const char *v;
+        if (g_file_get_contents(spath, &text, NULL, NULL) &&
+            (v = strstr(text, "\nvoluntary_ctxt_switches:"))) {
+            n += g_ascii_strtod(v + strlen("\nvoluntary_ctxt_switches:"), NULL);
+        }
+    }
+    return n;
+}
+
+static VfsFeCounters counters_sum(Backend *b, guint nrq)
+{
+    VfsFeCounters sum = { 0 };
+    for (guint q = RQ; q < RQ + nrq; q++) {
+        VfsFeCounters c;
+        vfs_fe_counters(b->fe, q, &c);
+        sum.kicks += c.kicks;
+        sum.calls += c.calls;
+        sum.sleeps += c.sleeps;
+    }
+    return sum;
+}
+
 static void kick_all(Backend *b, guint nrq)
 {
     for (guint q = RQ; q < RQ + nrq; q++) {
@@ -269,7 +330,8 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
     guint outstanding = 0;
     gboolean counting = FALSE;
     gint64 start = warm;
-    double cpu0 = 0;
+    double cpu0 = 0, vcsw0 = 0, fecpu0 = 0;
+    VfsFeCounters c0 = { 0 };
 
     for (guint i = 0; i < inflight; i++) {
         b->slots[i].q = RQ + i % nrq;
@@ -290,6 +352,11 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
             start = now;
             done = 0;
             cpu0 = proc_cpu_us(b->pid);
+            if (opt_counts) {
+                vcsw0 = proc_vcsw(b->pid);
+                fecpu0 = self_cpu_us();
+                c0 = counters_sum(b, nrq);
+            }
         }
         gboolean stop = now >= end;
         for (;;) {
@@ -317,11 +384,23 @@ static Result run_line(Backend *b, Stream st, guint inflight, guint nrq)
     }
     double secs = (g_get_monotonic_time() - start) / 1e6;
     double cpu = proc_cpu_us(b->pid) - cpu0;
+    Result res = { 0 };
+    if (opt_counts && done) {
+        VfsFeCounters c1 = counters_sum(b, nrq);
+        res.kicks = (double)(c1.kicks - c0.kicks) / done;
+        res.calls = (double)(c1.calls - c0.calls) / done;
+        res.fe_sleeps = (double)(c1.sleeps - c0.sleeps) / done;
+        res.be_sleeps = (proc_vcsw(b->pid) - vcsw0) / done;
+        res.fe_cpu_us = (self_cpu_us() - fecpu0) / done;
+    }
     double size = st == ST_READ_4K || st == ST_WRITE_4K ? 4096
                   : st == ST_READ_1M ? 1 << 20
                   : st == ST_WRITE_1M ? MIN(1 << 20, b->max_write) : 0;
     vfs_fe_alloc_reset(b->fe);
-    return (Result){ done / secs, done * size / secs / (1 << 20), done ? cpu / done : 0 };
+    res.ops = done / secs;
+    res.mib = done * size / secs / (1 << 20);
+    res.cpu_us = done ? cpu / done : 0;
+    return res;
 }
 
 /* ---- backends ---- */
@@ -503,6 +582,11 @@ int main(int argc, char **argv)
         { "share-base", 0, 0, G_OPTION_ARG_FILENAME, &opt_share_base,
           "where to make the shared directory (default /dev/shm: measure the backends, not "
           "the disk)", "DIR" },
+        { "pool", 0, 0, G_OPTION_ARG_INT, &opt_pool, "only this pool size (0 or 64)", "N" },
+        { "inflight", 0, 0, G_OPTION_ARG_INT, &opt_inflight,
+          "only this many in flight (1 or 8; skips the several-queue lines)", "N" },
+        { "counts", 0, 0, G_OPTION_ARG_NONE, &opt_counts,
+          "also print kicks, calls and sleeps per operation (after each line)", NULL },
         { NULL },
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- virtiofs backends without a guest");
@@ -550,6 +634,9 @@ int main(int argc, char **argv)
            "|---|---|---|---|---|---|---|---|---|---|\n");
     fflush(stdout);
     for (guint p = 0; p < G_N_ELEMENTS(pools); p++) {
+        if (opt_pool >= 0 && (guint)opt_pool != pools[p]) {
+            continue;
+        }
         /* Debian's virtiofsd has one request queue; berth-virtiofsd gets several. */
         Backend bb = { .name = "berth-virtiofsd", .path = opt_berth, .pool = pools[p],
                        .prefix = 'b', .nrq = MAX_RQ };
@@ -564,7 +651,11 @@ int main(int argc, char **argv)
                 continue;
             }
             for (guint f = 0; f < G_N_ELEMENTS(inflights); f++) {
+                if (opt_inflight && (guint)opt_inflight != inflights[f]) {
+                    continue;
+                }
                 double bo[16], vo[16], bm[16], vm[16], bc[16], vc[16];
+                Result bx[16], vx[16];
                 guint runs = CLAMP(opt_runs, 1, 16);
                 for (guint r = 0; r < runs; r++) {
                     /* Interleaved, each going first every other time, so that both see the
@@ -582,6 +673,7 @@ int main(int argc, char **argv)
                         (berth_turn ? bo : vo)[r] = x.ops;
                         (berth_turn ? bm : vm)[r] = x.mib;
                         (berth_turn ? bc : vc)[r] = x.cpu_us;
+                        (berth_turn ? bx : vx)[r] = x;
                     }
                 }
                 double b_ops = median(bo, runs), b_mib = median(bm, runs);
@@ -596,12 +688,30 @@ int main(int argc, char **argv)
                     printf("| %s | %u | %u | %.0f | - | - | %.1f | - | %.1f | - |\n",
                            stream_names[st], inflights[f], pools[p], b_ops, b_mib, b_cpu);
                 }
+                for (guint k = 0; opt_counts && k < 2; k++) {
+                    Result *x = k ? vx : bx;
+                    double kk[16], cc[16], fs[16], bs[16], fc[16];
+                    if (k && !with_virtiofsd) {
+                        continue;
+                    }
+                    for (guint r = 0; r < runs; r++) {
+                        kk[r] = x[r].kicks;
+                        cc[r] = x[r].calls;
+                        fs[r] = x[r].fe_sleeps;
+                        bs[r] = x[r].be_sleeps;
+                        fc[r] = x[r].fe_cpu_us;
+                    }
+                    printf("|   per op, %s | kicks %.3f | calls %.3f | front-end sleeps %.3f | "
+                           "backend sleeps %.3f | front-end CPU us %.1f |\n",
+                           k ? "virtiofsd" : "berth", median(kk, runs), median(cc, runs),
+                           median(fs, runs), median(bs, runs), median(fc, runs));
+                }
                 fflush(stdout);
             }
         }
         /* Several request queues: berth-virtiofsd alone (virtiofsd has one). */
         for (guint st = 0; st < ST_LAST; st++) {
-            if ((st != ST_READ_4K && st != ST_GETATTR) ||
+            if ((st != ST_READ_4K && st != ST_GETATTR) || opt_inflight ||
                 (opt_streams && !strstr(stream_names[st], opt_streams))) {
                 continue;
             }

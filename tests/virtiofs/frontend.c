@@ -37,6 +37,7 @@ typedef struct {
     guint16 *free;      /* stack of free descriptor indices */
     guint nfree;
     GArray **chains;    /* per head: the descriptors that vfs_fe_submit gave it */
+    VfsFeCounters count;
 } FeQueue;
 
 struct VfsFe {
@@ -616,9 +617,16 @@ void vfs_fe_kick(VfsFe *fe, guint qi)
         kick = !(load16(&q->used->flags) & VRING_USED_F_NO_NOTIFY);
     }
     q->kicked_idx = q->avail_idx;
+    q->count.kick_checks++;
     if (kick) {
+        q->count.kicks++;
         eventfd_write(q->kick, 1);
     }
+}
+
+void vfs_fe_counters(VfsFe *fe, guint qi, VfsFeCounters *c)
+{
+    *c = fe->q[qi].count;
 }
 
 guint vfs_fe_used_pending(VfsFe *fe, guint qi)
@@ -668,11 +676,14 @@ gboolean vfs_fe_wait_used(VfsFe *fe, guint qi, VfsFeUsed *used, guint timeout_ms
         }
         gint64 left = (end - g_get_monotonic_time()) / 1000;
         struct pollfd pfd = { .fd = q->call, .events = POLLIN };
+        q->count.sleeps++;
         if (left <= 0 || (poll(&pfd, 1, left) == 0 && !vfs_fe_used_pending(fe, qi))) {
             return vfs_fe_poll_used(fe, qi, used);
         }
         eventfd_t v;
-        eventfd_read(q->call, &v);
+        if (eventfd_read(q->call, &v) == 0) {
+            q->count.calls += v;
+        }
     }
 }
 
@@ -705,11 +716,12 @@ gboolean vfs_fe_wait_any(VfsFe *fe, guint first, guint n, guint *qi, VfsFeUsed *
         for (guint i = 0; i < n; i++) {
             pfd[i] = (struct pollfd){ .fd = fe->q[first + i].call, .events = POLLIN };
         }
+        fe->q[first].count.sleeps++;
         poll(pfd, n, left);
         for (guint i = 0; i < n; i++) {
-            if (pfd[i].revents) {
-                eventfd_t v;
-                eventfd_read(pfd[i].fd, &v);
+            eventfd_t v;
+            if (pfd[i].revents && eventfd_read(pfd[i].fd, &v) == 0) {
+                fe->q[first + i].count.calls += v;
             }
         }
     }

@@ -31,6 +31,14 @@ typedef struct {
     gboolean write;
 } VfsFeBuf;
 
+/* Notifications on one queue since it was set up, for benchmarks. */
+typedef struct {
+    guint64 kicks;       /* kick eventfd writes (those vfs_fe_kick decided on) */
+    guint64 kick_checks; /* vfs_fe_kick calls */
+    guint64 calls;       /* call eventfd signals the backend made (sum of the counter reads) */
+    guint64 sleeps;      /* polls on the call eventfd that found nothing used yet */
+} VfsFeCounters;
+
 typedef struct {
     guint nqueues;          /* queues to start (hiprio included); default 2 */
     guint qsize;            /* default 128 */
@@ -87,6 +95,7 @@ gboolean vfs_fe_wait_used(VfsFe *fe, guint q, VfsFeUsed *used, guint timeout_ms)
 /* Waits for a used entry on any of queues @first..@first+@n-1; *@qi says which. */
 gboolean vfs_fe_wait_any(VfsFe *fe, guint first, guint n, guint *qi, VfsFeUsed *used,
                          guint timeout_ms);
+void vfs_fe_counters(VfsFe *fe, guint q, VfsFeCounters *c);
 /* Takes the next used entry if there is one. */
 gboolean vfs_fe_poll_used(VfsFe *fe, guint q, VfsFeUsed *used);
 /* Entries in the used ring that vfs_fe_*_used has not taken yet. */
