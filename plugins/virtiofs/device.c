@@ -42,6 +42,7 @@ typedef struct {
     int wake_fd; /* eventfd: the message thread wakes the queue thread (stop, enable) */
     gint stop;   /* atomic */
     gint inflight; /* atomic: requests of this queue in the pool (see queue_stop) */
+    gint waiting;  /* atomic: queue_stop waits for @inflight to drop to 0 */
 } VfsQueue;
 
 typedef struct {
@@ -120,8 +121,10 @@ static void pool_run(gpointer data, gpointer user_data)
     g_free(r->elem);
     g_free(r);
 
-    /* The lock orders the wake-up after a waiter's check in queue_stop(). */
-    if (g_atomic_int_dec_and_test(&q->inflight)) {
+    /* Wake queue_stop() only when it waits: g_cond_broadcast() is a futex system call even
+     * without waiters. Seen with the decrement (both sequentially consistent), @waiting is set
+     * or the waiter sees 0; the lock orders the wake-up after the waiter's check. */
+    if (g_atomic_int_dec_and_test(&q->inflight) && g_atomic_int_get(&q->waiting)) {
         g_mutex_lock(&dev->inflight_lock);
         g_cond_broadcast(&dev->inflight_cond);
         g_mutex_unlock(&dev->inflight_lock);
@@ -232,9 +235,11 @@ static void queue_stop(VfsQueue *q)
         q->thread = NULL;
     }
     g_mutex_lock(&dev->inflight_lock);
+    g_atomic_int_set(&q->waiting, 1);
     while (g_atomic_int_get(&q->inflight) > 0) {
         g_cond_wait(&dev->inflight_cond, &dev->inflight_lock);
     }
+    g_atomic_int_set(&q->waiting, 0);
     g_mutex_unlock(&dev->inflight_lock);
 }
 
