@@ -103,6 +103,7 @@ int main(int argc, char **argv)
     g_autofree char *log_level = NULL;
     gint fd = -1;
     gint pool_size = 0;
+    gint poll_us = 50;
     gboolean readonly = FALSE;
     gboolean print_caps = FALSE;
     GOptionEntry entries[] = {
@@ -114,6 +115,10 @@ int main(int argc, char **argv)
           "The directory the guest sees as the root of the share", "DIR" },
         { "thread-pool-size", 0, 0, G_OPTION_ARG_INT, &pool_size,
           "Threads handling requests; 0 (the default) handles them in the queue threads", "N" },
+        { "poll-us", 0, 0, G_OPTION_ARG_INT, &poll_us,
+          "With --thread-pool-size=0: the most microseconds a queue thread keeps polling an "
+          "empty ring before it sleeps, adapted to how fast the guest answers (default 50, "
+          "at most 1000; 0: never polls)", "N" },
         { "cache", 0, 0, G_OPTION_ARG_STRING, &cache,
           "Guest caching of data and metadata: auto (default), always or never", "MODE" },
         { "socket-group", 0, 0, G_OPTION_ARG_STRING, &group,
@@ -169,6 +174,7 @@ int main(int argc, char **argv)
         .handle = fs_request,
         .user_data = fs,
         .thread_pool_size = pool_size,
+        .poll_us = poll_us > 0 ? (guint) MIN(poll_us, 1000) : 0,
     };
     g_autoptr(VfsDevice) dev = vfs_device_new(&dev_opts, &error);
     if (!dev) {

@@ -43,6 +43,7 @@ typedef struct {
     gint stop;   /* atomic */
     gint inflight; /* atomic: requests of this queue in the pool (see queue_stop) */
     gint waiting;  /* atomic: queue_stop waits for @inflight to drop to 0 */
+    guint poll_us; /* queue thread only: the present polling window (see queue_poll) */
 } VfsQueue;
 
 typedef struct {
@@ -142,6 +143,32 @@ static void queue_mark_broken(VfsQueue *q, const GError *err, int bad_head)
 }
 
 /* Drains the queue: pops every available chain and handles or dispatches it. */
+/* Keeps looking at an empty ring for up to q->poll_us (requests handled in this thread only):
+ * a driver that answers a reply with its next request within that time costs neither a kick
+ * nor a wake-up. The window adapts as Linux's halt polling does (queue_thread): after a poll
+ * that found nothing, a sleep that ended soon (the request just missed the window) doubles
+ * it up to opts.poll_us, a long one halves it, so a queue whose driver is slow or idle soon
+ * stops spending CPU here. TRUE when something came. */
+static gboolean queue_poll(VfsQueue *q)
+{
+    VfsDevice *dev = q->dev;
+    gint64 end;
+
+    if (!q->poll_us || dev->pool) {
+        return FALSE;
+    }
+    end = g_get_monotonic_time() + q->poll_us;
+    do {
+        if (vfs_vq_avail_pending(&q->vq)) {
+            return TRUE;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } while (!g_atomic_int_get(&q->stop) && g_get_monotonic_time() < end);
+    return FALSE;
+}
+
 static void queue_process(VfsQueue *q)
 {
     VfsDevice *dev = q->dev;
@@ -157,7 +184,7 @@ static void queue_process(VfsQueue *q)
                 queue_mark_broken(q, err, bad_head);
                 break;
             }
-            if (vfs_vq_enable_notify(&q->vq)) {
+            if (queue_poll(q) || vfs_vq_enable_notify(&q->vq)) {
                 continue;
             }
             break;
@@ -193,10 +220,23 @@ static gpointer queue_thread(gpointer data)
         { .fd = q->kick_fd, .events = POLLIN },
     };
 
+    q->poll_us = q->dev->opts.poll_us;
     queue_process(q);
     while (!g_atomic_int_get(&q->stop)) {
         eventfd_t v;
-        if (poll(pfd, 2, -1) < 0) {
+        gint64 slept = g_get_monotonic_time();
+        int r = poll(pfd, 2, -1);
+
+        slept = g_get_monotonic_time() - slept;
+        if (q->dev->opts.poll_us && !q->dev->pool) {
+            /* "Soon" allows for the wake-up itself, tens of microseconds in a VM. */
+            if (slept <= 4 * (gint64) q->dev->opts.poll_us) {
+                q->poll_us = MIN(q->dev->opts.poll_us, MAX(q->poll_us * 2, 1));
+            } else {
+                q->poll_us /= 2;
+            }
+        }
+        if (r < 0) {
             if (errno == EINTR) {
                 continue;
             }

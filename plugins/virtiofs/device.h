@@ -21,6 +21,8 @@ typedef struct {
     gpointer user_data;
     guint thread_pool_size; /* 0: each queue thread handles its own requests */
     guint queues;           /* virtqueues offered (GET_QUEUE_NUM); 0: the default */
+    guint poll_us;          /* with thread_pool_size 0: how long a queue thread that found
+                             * its ring empty keeps looking before it sleeps on the kick fd */
 } VfsDeviceOptions;
 
 typedef struct VfsDevice VfsDevice;

@@ -213,6 +213,11 @@ VfsVqElem *vfs_vq_pop(VfsVq *vq, const VfsGuestMem *mem, int *bad_head, GError *
     return elem;
 }
 
+gboolean vfs_vq_avail_pending(VfsVq *vq)
+{
+    return !vq->broken && vq->avail && load16(&vq->avail->idx) != vq->last_avail_idx;
+}
+
 gboolean vfs_vq_enable_notify(VfsVq *vq)
 {
     if (vq->broken || !vq->avail) {

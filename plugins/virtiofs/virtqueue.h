@@ -60,6 +60,9 @@ VfsVqElem *vfs_vq_pop(VfsVq *vq, const VfsGuestMem *mem, int *bad_head, GError *
  * meanwhile (the caller pops again before it sleeps). Without EVENT_IDX, only the latter.
  */
 gboolean vfs_vq_enable_notify(VfsVq *vq);
+/* TRUE when the driver has made entries available that were not popped yet (no barrier: a
+ * hint for polling; vfs_vq_pop() reads the ring properly). */
+gboolean vfs_vq_avail_pending(VfsVq *vq);
 
 /*
  * Puts one used entry and publishes it. Returns whether the guest wants an interrupt now

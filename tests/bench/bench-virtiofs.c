@@ -80,6 +80,7 @@ static gchar *opt_streams;
 static gboolean opt_berth_only;
 static gchar *opt_share_base;
 static gboolean opt_counts;
+static char **opt_berth_args;
 static gint opt_pool = -1;
 static gint opt_inflight;
 
@@ -455,6 +456,9 @@ static void backend_start(Backend *b, const char *shared)
         env = g_environ_setenv(env, "MALLOC_ARENA_MAX", "16", TRUE);
     }
     g_ptr_array_add(argv, pool);
+    for (guint i = 0; b->prefix == 'b' && opt_berth_args && opt_berth_args[i]; i++) {
+        g_ptr_array_add(argv, opt_berth_args[i]);
+    }
     g_ptr_array_add(argv, NULL);
     if (!g_spawn_async(NULL, (char **)argv->pdata, env,
                        G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL |
@@ -585,6 +589,9 @@ int main(int argc, char **argv)
         { "pool", 0, 0, G_OPTION_ARG_INT, &opt_pool, "only this pool size (0 or 64)", "N" },
         { "inflight", 0, 0, G_OPTION_ARG_INT, &opt_inflight,
           "only this many in flight (1 or 8; skips the several-queue lines)", "N" },
+        { "berth-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_berth_args,
+          "an extra argument for berth-virtiofsd (repeatable), e.g. --berth-arg=--poll-us=50",
+          "ARG" },
         { "counts", 0, 0, G_OPTION_ARG_NONE, &opt_counts,
           "also print kicks, calls and sleeps per operation (after each line)", NULL },
         { NULL },

@@ -8,6 +8,7 @@
 typedef struct {
     guint pool;
     guint iterations;
+    guint poll_us; /* queue threads poll an empty ring this long (pool 0 only) */
 } ThreadCase;
 
 /* Submits @n GETATTR requests on queue @q and kicks. */
@@ -45,6 +46,7 @@ static void test_get_vring_base_in_flight(gconstpointer data)
     guint64 unique = 1;
     guint16 submitted[NQUEUES] = { 0 };
 
+    vfs_test_poll_us = c->poll_us;
     vfs_test_up(&t, c->pool, &setup);
     t.fs.delay_us = 20;
     for (guint it = 0; it < c->iterations; it++) {
@@ -87,6 +89,7 @@ static void test_disconnect_mid_traffic(gconstpointer data)
     for (guint it = 0; it < c->iterations; it++) {
         VfsTest t;
         guint64 unique = 1;
+        vfs_test_poll_us = c->poll_us;
         vfs_test_up(&t, c->pool, &setup);
         t.fs.delay_us = 50;
         for (guint q = 0; q < NQUEUES; q++) {
@@ -113,6 +116,7 @@ static void test_pool_traffic(gconstpointer data)
     VfsTest t;
     guint64 unique = 1;
 
+    vfs_test_poll_us = c->poll_us;
     vfs_test_up(&t, c->pool, &setup);
     t.fs.delay_us = 10;
     for (guint it = 0; it < c->iterations; it++) {
@@ -131,19 +135,24 @@ static void test_pool_traffic(gconstpointer data)
 
 int main(int argc, char **argv)
 {
-    static const guint pools[] = { 0, 1, 64 };
-    static ThreadCase base_cases[3], disc_cases[3], traffic_cases[3];
+    /* Pool 0 twice: without polling and with berth-virtiofsd's default polling window. */
+    static const guint pools[] = { 0, 0, 1, 64 };
+    static const guint polls[] = { 0, 50, 0, 0 };
+    static ThreadCase base_cases[4], disc_cases[4], traffic_cases[4];
 
     vfs_test_init(&argc, &argv);
     for (guint i = 0; i < G_N_ELEMENTS(pools); i++) {
-        base_cases[i] = (ThreadCase){ pools[i], 1000 };
-        disc_cases[i] = (ThreadCase){ pools[i], 30 };
-        traffic_cases[i] = (ThreadCase){ pools[i], 200 };
+        const char *suffix = polls[i] ? "-poll" : "";
+
+        base_cases[i] = (ThreadCase){ pools[i], 1000, polls[i] };
+        disc_cases[i] = (ThreadCase){ pools[i], 30, polls[i] };
+        traffic_cases[i] = (ThreadCase){ pools[i], 200, polls[i] };
         g_autofree char *p1 = g_strdup_printf(
-            "/virtiofs/threads/get-vring-base-in-flight/pool-%u", pools[i]);
+            "/virtiofs/threads/get-vring-base-in-flight/pool-%u%s", pools[i], suffix);
         g_autofree char *p2 = g_strdup_printf(
-            "/virtiofs/threads/disconnect-mid-traffic/pool-%u", pools[i]);
-        g_autofree char *p3 = g_strdup_printf("/virtiofs/threads/traffic/pool-%u", pools[i]);
+            "/virtiofs/threads/disconnect-mid-traffic/pool-%u%s", pools[i], suffix);
+        g_autofree char *p3 = g_strdup_printf("/virtiofs/threads/traffic/pool-%u%s", pools[i],
+                                              suffix);
         g_test_add_data_func(p1, &base_cases[i], test_get_vring_base_in_flight);
         g_test_add_data_func(p2, &disc_cases[i], test_disconnect_mid_traffic);
         g_test_add_data_func(p3, &traffic_cases[i], test_pool_traffic);

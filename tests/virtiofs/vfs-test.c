@@ -47,6 +47,8 @@ void vfs_test_log_clear(void)
     g_mutex_unlock(&log_lock);
 }
 
+guint vfs_test_poll_us;
+
 void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
 {
     g_autoptr(GError) error = NULL;
@@ -58,6 +60,7 @@ void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
         .handle = fake_fs_handle,
         .user_data = &t->fs,
         .thread_pool_size = pool,
+        .poll_us = vfs_test_poll_us,
     };
     t->dev = vfs_device_new(&opts, &error);
     g_assert_no_error(error);

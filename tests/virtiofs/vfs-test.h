@@ -19,6 +19,8 @@ void vfs_test_init(int *argc, char ***argv);
 gboolean vfs_test_log_contains(const char *needle);
 void vfs_test_log_clear(void);
 
+/* The polling window (VfsDeviceOptions.poll_us) of the next vfs_test_up(); 0 by default. */
+extern guint vfs_test_poll_us;
 /* Starts a device (pool size @pool) and a front-end; runs the handshake when @setup. */
 void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup);
 /* Disconnects and frees both; the device must have finished everything. */
