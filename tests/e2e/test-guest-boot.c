@@ -201,32 +201,13 @@ kvm_usable(void)
     return TRUE;
 }
 
-static void
-replace_line(GString *text, const char *prefix, const char *line)
-{
-    char *p = strstr(text->str, prefix);
-    char *nl;
-
-    g_assert_nonnull(p);
-    nl = strchr(p, '\n');
-    g_assert_nonnull(nl);
-    g_string_erase(text, p - text->str, nl - p);
-    g_string_insert(text, p - text->str, line);
-}
-
 /* berthd loading only the qemu plugin (from a plugin dir holding a link to the build's
  * qemu.so), started, with a subscriber on the read-only socket. */
 static Env *
 env_new(void)
 {
     Env *e = g_new0(Env, 1);
-    g_autofree char *plugdir = NULL;
-    g_autofree char *link = NULL;
-    g_autofree char *conf = NULL;
-    g_autofree char *dir_line = NULL;
-    g_autofree char *keys = NULL;
     g_autofree char *res = NULL;
-    g_autoptr(GString) text = NULL;
 
     if (kvm_usable() && !g_file_test("/sys/module/kvm_pvm", G_FILE_TEST_EXISTS)) {
         e->type = "kvm";
@@ -240,24 +221,9 @@ env_new(void)
                                     : "/dev/kvm is not usable");
     }
 
-    e->d = daemon_new(NULL);
-    plugdir = g_build_filename(e->d->dir, "plugins", NULL);
-    g_assert_cmpint(g_mkdir(plugdir, 0755), ==, 0);
-    link = g_build_filename(plugdir, "qemu.so", NULL);
-    g_assert_cmpint(symlink(BERTH_BUILD_ROOT "/plugins/qemu/qemu.so", link), ==, 0);
+    /* QEMU's log goes to the plugin's default, STATE_DIR/plugins/qemu/log, inside the dir. */
+    e->d = daemon_new_plugins("qemu;", NULL);
     e->console = g_build_filename(e->d->dir, "console.log", NULL);
-
-    g_assert_true(g_file_get_contents(e->d->conf, &conf, NULL, NULL));
-    text = g_string_new(conf);
-    replace_line(text, "plugins=testhv;", "plugins=qemu;");
-    replace_line(text, "required_plugins=testhv;", "required_plugins=qemu;");
-    dir_line = g_strdup_printf("plugin_dir=%s", plugdir);
-    replace_line(text, "plugin_dir=", dir_line);
-    /* The daemon's [plugin.testhv] group goes: a group of a plugin not loaded is an error. */
-    g_string_truncate(text, strstr(text->str, "[plugin.testhv]") - text->str);
-    keys = g_strdup_printf("[plugin.qemu]\nlog_dir=%s/qemu-log\n", e->d->dir);
-    g_string_append(text, keys);
-    g_assert_true(g_file_set_contents(e->d->conf, text->str, -1, NULL));
 
     daemon_start(e->d);
     e->c = daemon_connect(e->d, FALSE);
