@@ -2143,14 +2143,10 @@ read_document(const char *xml, gsize len, GError **error)
 
 static void strip_runtime_aliases(BerthDomainDef *def);
 
-BerthDomainDef *
-berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
+/* The size and attribute limits, then libxml2: the one way outside XML is read. */
+static xmlDoc *
+open_document(const char *xml, gsize len, GError **error)
 {
-    g_autoptr(xmlDoc) doc = NULL;
-    g_autoptr(BerthDomainDef) def = NULL;
-    xmlNode *root;
-
-    g_return_val_if_fail(xml != NULL || len == 0, NULL);
     if (len == 0) {
         fail_plain(error, "the document is empty");
         return NULL;
@@ -2163,7 +2159,18 @@ berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
     if (!check_attribute_counts(xml, len, error)) {
         return NULL;
     }
-    doc = read_document(xml, len, error);
+    return read_document(xml, len, error);
+}
+
+BerthDomainDef *
+berth_domain_def_parse(const char *xml, gsize len, guint flags, GError **error)
+{
+    g_autoptr(xmlDoc) doc = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    xmlNode *root;
+
+    g_return_val_if_fail(xml != NULL || len == 0, NULL);
+    doc = open_document(xml, len, error);
     if (!doc) {
         return NULL;
     }
@@ -2448,16 +2455,8 @@ berth_device_def_parse(const char *xml, gsize len, guint flags, GError **error)
     int type = -1;
 
     g_return_val_if_fail(xml != NULL || len == 0, NULL);
-    if (len == 0) {
-        fail_plain(error, "the document is empty");
-        return NULL;
-    }
-    if (len > BERTH_DOMAIN_XML_MAX) {
-        fail_plain(error, "the document has %zu bytes, more than the limit of %d", len,
-                   BERTH_DOMAIN_XML_MAX);
-        return NULL;
-    }
-    if (!check_attribute_counts(xml, len, error) || !(doc = read_document(xml, len, error))) {
+    doc = open_document(xml, len, error);
+    if (!doc) {
         return NULL;
     }
     root = xmlDocGetRootElement(doc);
