@@ -566,13 +566,40 @@ vm_exited(pid_t pid, int wait_status, gpointer data)
 
 static gpointer unplug_teardown_thread(gpointer data);
 
+/* Members of a parsed JSON object (QMP data, the saved status); NULL/@def when absent. */
+static const char *
+obj_string(yajl_val root, const char *key)
+{
+    const char *path[] = {key, NULL};
+    yajl_val v = yajl_tree_get(root, path, yajl_t_string);
+
+    return v ? YAJL_GET_STRING(v) : NULL;
+}
+
+static gint64
+obj_int(yajl_val root, const char *key, gint64 def)
+{
+    const char *path[] = {key, NULL};
+    yajl_val v = yajl_tree_get(root, path, yajl_t_number);
+
+    return v && YAJL_IS_INTEGER(v) ? YAJL_GET_INTEGER(v) : def;
+}
+
+static gboolean
+obj_bool(yajl_val root, const char *key)
+{
+    const char *path[] = {key, NULL};
+    yajl_val v = yajl_tree_get(root, path, yajl_t_any);
+
+    return v && YAJL_IS_TRUE(v);
+}
+
+/* The string member @key of the JSON object text @json (g_free), or NULL. */
 static char *
 json_get_string(const char *json, const char *key)
 {
     yajl_val root = yajl_tree_parse(json, NULL, 0);
-    const char *path[] = {key, NULL};
-    yajl_val v = root ? yajl_tree_get(root, path, yajl_t_string) : NULL;
-    char *s = v ? g_strdup(YAJL_GET_STRING(v)) : NULL;
+    char *s = root ? g_strdup(obj_string(root, key)) : NULL;
 
     yajl_tree_free(root);
     return s;
@@ -1207,33 +1234,6 @@ qemu_reboot(gpointer priv, BerthJob *job, const BerthDomainDef *def, GError **er
 
 /* ---- reconnect ---- */
 
-static const char *
-obj_string(yajl_val root, const char *key)
-{
-    const char *path[] = {key, NULL};
-    yajl_val v = yajl_tree_get(root, path, yajl_t_string);
-
-    return v ? YAJL_GET_STRING(v) : NULL;
-}
-
-static gint64
-obj_int(yajl_val root, const char *key, gint64 def)
-{
-    const char *path[] = {key, NULL};
-    yajl_val v = yajl_tree_get(root, path, yajl_t_number);
-
-    return v && YAJL_IS_INTEGER(v) ? YAJL_GET_INTEGER(v) : def;
-}
-
-static gboolean
-obj_bool(yajl_val root, const char *key)
-{
-    const char *path[] = {key, NULL};
-    yajl_val v = yajl_tree_get(root, path, yajl_t_any);
-
-    return v && YAJL_IS_TRUE(v);
-}
-
 /* Rebuilds the VM's lists from the live definition and the saved status. */
 static void
 reconnect_lists(QemuVm *vm, const BerthDomainDef *def, yajl_val status)
@@ -1286,6 +1286,7 @@ qemu_reconnect(gpointer priv, const BerthDomainDef *def, GError **error)
     g_autofree char *reply = NULL;
     g_autofree char *qstatus = NULL;
     g_autoptr(BerthQmp) qmp = NULL;
+    yajl_val qreply;
     yajl_val root;
     const char *layout_json;
     int pidfd;
@@ -1390,13 +1391,10 @@ qemu_reconnect(gpointer priv, const BerthDomainDef *def, GError **error)
                  local->message);
         return TRUE;
     }
-    {
-        yajl_val r = yajl_tree_parse(reply ? reply : "{}", NULL, 0);
-
-        running = r && obj_bool(r, "running");
-        yajl_tree_free(r);
-    }
-    qstatus = json_get_string(reply ? reply : "{}", "status");
+    qreply = yajl_tree_parse(reply ? reply : "{}", NULL, 0);
+    running = qreply && obj_bool(qreply, "running");
+    qstatus = qreply ? g_strdup(obj_string(qreply, "status")) : NULL;
+    yajl_tree_free(qreply);
     if (g_strcmp0(qstatus, "shutdown") == 0) {
         g_mutex_lock(&q->lock);
         vm->shutdown_seen = TRUE;
