@@ -1565,39 +1565,6 @@ unplug_teardown_thread(gpointer data)
 }
 
 static gboolean
-def_has_alias(const BerthDomainDef *def, const char *alias, gboolean *pluggable)
-{
-    *pluggable = TRUE;
-    for (guint i = 0; i < def->n_disks; i++) {
-        if (g_strcmp0(def->disks[i]->alias, alias) == 0) {
-            return TRUE;
-        }
-    }
-    for (guint i = 0; i < def->n_nets; i++) {
-        if (g_strcmp0(def->nets[i]->alias, alias) == 0) {
-            return TRUE;
-        }
-    }
-    for (guint i = 0; i < def->n_filesystems; i++) {
-        if (g_strcmp0(def->filesystems[i]->alias, alias) == 0) {
-            return TRUE;
-        }
-    }
-    for (guint i = 0; i < def->n_hostdevs; i++) {
-        if (g_strcmp0(def->hostdevs[i]->alias, alias) == 0) {
-            return TRUE;
-        }
-    }
-    *pluggable = FALSE;
-    for (guint i = 0; i < def->n_serials; i++) {
-        if (g_strcmp0(def->serials[i]->alias, alias) == 0) {
-            return TRUE;
-        }
-    }
-    return FALSE;
-}
-
-static gboolean
 qemu_device_detach(gpointer priv, BerthJob *job, const BerthDomainDef *def, const char *alias,
                    GError **error)
 {
@@ -1608,21 +1575,11 @@ qemu_device_detach(gpointer priv, BerthJob *job, const BerthDomainDef *def, cons
     g_autofree char *eclass = NULL;
     g_autoptr(GError) local = NULL;
     QemuUnplug *u;
-    gboolean pluggable;
     yajl_gen g;
 
+    /* The core has checked that @alias is a disk, interface, share or hostdev of @def. */
     if (!vm) {
         return no_process(def->name, error);
-    }
-    if (!def_has_alias(def, alias, &pluggable)) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_NO_SUCH_DEVICE,
-                    "domain '%s' has no device '%s'", def->name, alias);
-        return FALSE;
-    }
-    if (!pluggable) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                    "domain '%s': device '%s' cannot be unplugged", def->name, alias);
-        return FALSE;
     }
     u = g_new0(QemuUnplug, 1);
     u->vm = vm;
