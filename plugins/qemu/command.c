@@ -1601,26 +1601,40 @@ argv_serials(GPtrArray *argv, const BerthDomainDef *def, const BerthQemuCmdOpts 
 }
 
 static gboolean
-check_caps(const BerthDomainDef *def, const BerthQemuCmdOpts *opts, const char *machine,
+check_caps(const BerthDomainDef *def, const BerthQemuCaps *caps, const char *machine,
            gboolean kvm, GError **error)
 {
-    if (!opts->caps) {
+    if (!caps) {
         return TRUE;
     }
-    if (!berth_qemu_caps_has_machine(opts->caps, machine)) {
+    if (!berth_qemu_caps_has_machine(caps, machine)) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
                     "domain '%s': machine type '%s' is not known to '%s'", def->name, machine,
-                    opts->caps->binary);
+                    caps->binary);
         return FALSE;
     }
-    if (kvm && !opts->caps->kvm) {
+    if (kvm && !caps->kvm) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
                     "domain '%s' asks for KVM, which '%s' cannot use on this host (no usable "
                     "/dev/kvm); use <domain type='qemu'> for TCG",
-                    def->name, opts->caps->binary);
+                    def->name, caps->binary);
         return FALSE;
     }
     return TRUE;
+}
+
+const char *
+berth_qemu_domain_accel(const BerthDomainDef *def)
+{
+    return def->type && strcmp(def->type, "qemu") == 0 ? "tcg" : "kvm";
+}
+
+gboolean
+berth_qemu_check_domain_caps(const BerthDomainDef *def, const BerthQemuCaps *caps,
+                             GError **error)
+{
+    return check_caps(def, caps, def->machine ? def->machine : "q35",
+                      strcmp(berth_qemu_domain_accel(def), "kvm") == 0, error);
 }
 
 static gboolean
@@ -1632,7 +1646,7 @@ argv_build(GPtrArray *argv, const BerthDomainDef *def, const BerthQemuLayout *la
     MachineKind kind;
 
     if (!accel) {
-        accel = def->type && strcmp(def->type, "qemu") == 0 ? "tcg" : "kvm";
+        accel = berth_qemu_domain_accel(def);
     }
     if (strcmp(accel, "kvm") != 0 && strcmp(accel, "tcg") != 0) {
         g_set_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT,
@@ -1660,7 +1674,7 @@ argv_build(GPtrArray *argv, const BerthDomainDef *def, const BerthQemuLayout *la
         return FALSE;
     }
     const char *cpu = cpu_model(def, kvm, error);
-    if (!cpu || !check_caps(def, opts, machine, kvm, error)) {
+    if (!cpu || !check_caps(def, opts->caps, machine, kvm, error)) {
         return FALSE;
     }
     if (def->vcpus == 0) {

@@ -26,6 +26,12 @@ void berth_qemu_layout_free(BerthQemuLayout *layout);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthQemuLayout, berth_qemu_layout_free)
 char *berth_qemu_layout_to_json(const BerthQemuLayout *layout);
 BerthQemuLayout *berth_qemu_layout_from_json(const char *json, GError **error);
+/* The accelerator a domain asks for: "tcg" for <domain type='qemu'>, else "kvm". */
+const char *berth_qemu_domain_accel(const BerthDomainDef *def);
+/* At define time: @caps knows the domain's machine type, and has KVM when the domain asks for
+ * it (<domain type='kvm'>). The same check berth_qemu_build_argv() makes. */
+gboolean berth_qemu_check_domain_caps(const BerthDomainDef *def, const BerthQemuCaps *caps,
+                                      GError **error);
 /* The alias of @dev, whatever its type (NULL for an unknown type). */
 const char *berth_qemu_device_alias(const BerthDeviceDef *dev);
 /* Reserves a free hotplug position for @dev (alias set); fails with BERTH_ERROR_INVALID_STATE

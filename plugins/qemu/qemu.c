@@ -762,12 +762,6 @@ emulator_of(Qemu *q, const BerthDomainDef *def)
     return def->emulator ? def->emulator : q->host->config_get_string(q->self, "emulator");
 }
 
-static const char *
-accel_of(const BerthDomainDef *def)
-{
-    return def->type && strcmp(def->type, "qemu") == 0 ? "tcg" : "kvm";
-}
-
 /* The last lines QEMU wrote to its log from @offset on (for start errors). */
 static char *
 log_tail(const char *path, goffset offset)
@@ -838,27 +832,10 @@ qemu_validate(gpointer priv, const BerthDomainDef *def, GError **error)
 {
     Qemu *q = priv;
     g_autoptr(BerthQemuCaps) caps = NULL;
-    const char *machine = def->machine ? def->machine : "q35";
 
     caps = berth_qemu_caps_get(emulator_of(q, def), q->cache_dir,
                                q->host->main_context(q->self), error);
-    if (!caps) {
-        return FALSE;
-    }
-    if (!berth_qemu_caps_has_machine(caps, machine)) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                    "domain '%s': machine type '%s' is not known to '%s'", def->name, machine,
-                    caps->binary);
-        return FALSE;
-    }
-    if (strcmp(accel_of(def), "kvm") == 0 && !caps->kvm) {
-        g_set_error(error, BERTH_ERROR, BERTH_ERROR_UNSUPPORTED,
-                    "domain '%s' asks for KVM, which '%s' cannot use on this host (no usable "
-                    "/dev/kvm); use <domain type='qemu'> for TCG",
-                    def->name, caps->binary);
-        return FALSE;
-    }
-    return TRUE;
+    return caps && berth_qemu_check_domain_caps(def, caps, error);
 }
 
 /* Prepares host devices and shares for @def into @vm's lists; on failure releases them. */
@@ -939,7 +916,7 @@ qemu_start(gpointer priv, BerthJob *job, const BerthDomainDef *def, guint flags,
     }
     vm = vm_new(q, def);
     vm->binary = g_strdup(caps->binary);
-    vm->accel = g_strdup(accel_of(def));
+    vm->accel = g_strdup(berth_qemu_domain_accel(def));
     vm->caps = berth_qemu_caps_ref(caps);
     vm->acpi_pci_hotplug = q->host->config_get_bool(q->self, "acpi_pci_hotplug");
     vm->dir = g_build_filename(q->host->run_dir(q->self), def->name, NULL);
