@@ -65,11 +65,7 @@ struct VfsDevice {
     VfsQueue *queues;
     guint nqueues;
     GThreadPool *pool;
-    /* Queue threads polling an empty ring now (atomic), and how many may at once: polling
-     * threads beyond half the CPUs would take the CPU from the ones doing the work. */
-    gint pollers;
-    gint max_pollers;
-    gint awake; /* atomic: queue threads not sleeping on their kick fd */
+    gint awake; /* atomic: queue threads not sleeping on their kick fd (see queue_poll) */
     /* With inflight_cond: waiting for VfsQueue.inflight to drop to 0. */
     GMutex inflight_lock;
     GCond inflight_cond;
@@ -160,28 +156,21 @@ static gboolean queue_poll(VfsQueue *q)
     VfsDevice *dev = q->dev;
     gint64 end;
 
-    gboolean found = FALSE;
-
-    /* Another queue thread awake: its work needs the CPU more (4 queues on 2 CPUs lost 17 %
-     * to one poller). */
-    if (!q->poll_us || dev->pool || g_atomic_int_get(&dev->awake) > 1) {
-        return FALSE;
-    }
-    if (g_atomic_int_add(&dev->pollers, 1) >= dev->max_pollers) {
-        g_atomic_int_add(&dev->pollers, -1);
+    if (!q->poll_us || dev->pool) {
         return FALSE;
     }
     end = g_get_monotonic_time() + q->poll_us;
-    do {
+    /* Only while no other queue thread is awake (so at most one polls): their work needs the
+     * CPU more (4 queues on 2 CPUs lost 17 % to one poller). */
+    while (g_atomic_int_get(&dev->awake) <= 1 && !g_atomic_int_get(&q->stop) &&
+           g_get_monotonic_time() < end) {
         if (vfs_vq_avail_pending(&q->vq)) {
-            found = TRUE;
-            break;
+            return TRUE;
         }
         /* Not a pause: the threads that produce the requests must get the CPU. */
         sched_yield();
-    } while (!g_atomic_int_get(&q->stop) && g_get_monotonic_time() < end);
-    g_atomic_int_add(&dev->pollers, -1);
-    return found;
+    }
+    return FALSE;
 }
 
 static void queue_process(VfsQueue *q)
@@ -357,7 +346,6 @@ VfsDevice *vfs_device_new(const VfsDeviceOptions *opts, GError **error)
     dev->opts = *opts;
     dev->nqueues = opts->queues ? opts->queues : VFS_DEVICE_DEFAULT_QUEUES;
     dev->sock = -1;
-    dev->max_pollers = MAX(1, (gint) g_get_num_processors() / 2);
     g_rw_lock_init(&dev->lock);
     g_mutex_init(&dev->inflight_lock);
     g_cond_init(&dev->inflight_cond);
