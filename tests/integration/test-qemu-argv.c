@@ -61,57 +61,6 @@ static const RunCase run_cases[] = {
 
 /* ---- helpers ---- */
 
-static guint
-target_index(const char *dev)
-{
-    guint idx = 0;
-
-    for (const char *p = dev + 2; *p; p++) {
-        idx = idx * 26 + (guint) (*p - 'a') + 1;
-    }
-    return idx ? idx - 1 : 0;
-}
-
-/* The core's runtime alias scheme, as the daemon assigns it at start. */
-static void
-assign_aliases(BerthDomainDef *def)
-{
-    for (guint i = 0; i < def->n_disks; i++) {
-        BerthDiskDef *d = def->disks[i];
-        const char *bus = d->target_bus ? d->target_bus : "virtio";
-
-        if (!d->alias) {
-            d->alias = g_strdup_printf("%s%u",
-                                       strcmp(bus, "sata") == 0   ? "sata0-0-"
-                                       : strcmp(bus, "scsi") == 0 ? "scsi0-0-0-"
-                                                                  : "virtio-disk",
-                                       target_index(d->target_dev));
-        }
-    }
-    for (guint i = 0; i < def->n_nets; i++) {
-        if (!def->nets[i]->alias) {
-            def->nets[i]->alias = g_strdup_printf("net%u", i);
-        }
-    }
-    for (guint i = 0; i < def->n_serials; i++) {
-        BerthSerialDef *s = def->serials[i];
-
-        if (!s->alias) {
-            s->alias = g_strdup_printf("%s%u", s->console ? "console" : "serial", s->port);
-        }
-    }
-    for (guint i = 0; i < def->n_filesystems; i++) {
-        if (!def->filesystems[i]->alias) {
-            def->filesystems[i]->alias = g_strdup_printf("fs%u", i);
-        }
-    }
-    for (guint i = 0; i < def->n_hostdevs; i++) {
-        if (!def->hostdevs[i]->alias) {
-            def->hostdevs[i]->alias = g_strdup_printf("hostdev%u", i);
-        }
-    }
-}
-
 static gboolean
 run_cmd(const char *const *argv)
 {
@@ -397,7 +346,7 @@ load_def_in(const char *name, const char *dir)
     g_autofree char *text = g_strjoinv(dir, parts);
     BerthDomainDef *def = berth_domain_def_parse(text, strlen(text), 0, &error);
     g_assert_no_error(error);
-    assign_aliases(def);
+    berth_domain_def_assign_aliases(def);
     return def;
 }
 

@@ -67,58 +67,6 @@ static const GoldenCase golden_cases[] = {
 
 static gboolean regen;
 
-/* The core's runtime alias scheme (virtio-disk<N> from the target, net<N>, ...), set here so
- * that the test does not depend on the daemon's start path. */
-static guint
-target_index(const char *dev)
-{
-    guint idx = 0;
-
-    for (const char *p = dev + 2; *p; p++) {
-        idx = idx * 26 + (guint) (*p - 'a') + 1;
-    }
-    return idx ? idx - 1 : 0;
-}
-
-static void
-assign_aliases(BerthDomainDef *def)
-{
-    for (guint i = 0; i < def->n_disks; i++) {
-        BerthDiskDef *d = def->disks[i];
-        const char *bus = d->target_bus ? d->target_bus : "virtio";
-
-        if (!d->alias) {
-            d->alias = g_strdup_printf("%s%u",
-                                       strcmp(bus, "sata") == 0   ? "sata0-0-"
-                                       : strcmp(bus, "scsi") == 0 ? "scsi0-0-0-"
-                                                                  : "virtio-disk",
-                                       target_index(d->target_dev));
-        }
-    }
-    for (guint i = 0; i < def->n_nets; i++) {
-        if (!def->nets[i]->alias) {
-            def->nets[i]->alias = g_strdup_printf("net%u", i);
-        }
-    }
-    for (guint i = 0; i < def->n_serials; i++) {
-        BerthSerialDef *s = def->serials[i];
-
-        if (!s->alias) {
-            s->alias = g_strdup_printf("%s%u", s->console ? "console" : "serial", s->port);
-        }
-    }
-    for (guint i = 0; i < def->n_filesystems; i++) {
-        if (!def->filesystems[i]->alias) {
-            def->filesystems[i]->alias = g_strdup_printf("fs%u", i);
-        }
-    }
-    for (guint i = 0; i < def->n_hostdevs; i++) {
-        if (!def->hostdevs[i]->alias) {
-            def->hostdevs[i]->alias = g_strdup_printf("hostdev%u", i);
-        }
-    }
-}
-
 static BerthDomainDef *
 load_def(const char *name)
 {
@@ -130,7 +78,7 @@ load_def(const char *name)
     g_assert_true(g_file_get_contents(path, &xml, &len, &error));
     BerthDomainDef *def = berth_domain_def_parse(xml, len, 0, &error);
     g_assert_no_error(error);
-    assign_aliases(def);
+    berth_domain_def_assign_aliases(def);
     return def;
 }
 
