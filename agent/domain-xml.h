@@ -53,7 +53,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthDomainDef, berth_domain_def_free)
 void berth_domain_def_assign_aliases(BerthDomainDef *def);
 
 /* Parses one device for hotplug: a document whose root is <disk>, <interface>, <filesystem>
- * or <hostdev>, with the same rules as inside <devices>. Runtime aliases are dropped. */
+ * or <hostdev>, with the same rules as inside <devices>: a runtime alias (virtio-disk0, as a
+ * live dumpxml shows it) is unsupported, dropped with BERTH_XML_PARSE_IGNORE_UNSUPPORTED. */
 BerthDeviceDef *berth_device_def_parse(const char *xml, gsize len, guint flags, GError **error);
 void berth_device_def_free(BerthDeviceDef *dev);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(BerthDeviceDef, berth_device_def_free)

@@ -1037,6 +1037,180 @@ test_schema_bad(void)
     xmlRelaxNGFree(schema);
 }
 
+/* ---- one device, as domain.attach_device parses it ---- */
+
+static BerthDeviceDef *
+parse_dev(const char *xml, guint flags, GError **error)
+{
+    return berth_device_def_parse(xml, strlen(xml), flags, error);
+}
+
+static void
+test_device_parse(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDeviceDef) disk = NULL;
+    g_autoptr(BerthDeviceDef) net = NULL;
+    g_autoptr(BerthDeviceDef) fs = NULL;
+    g_autoptr(BerthDeviceDef) hostdev = NULL;
+
+    /* A runtime alias (as a live dumpxml shows it) is the hypervisor's to give: refused as
+     * unsupported, and dropped with the flag, as in a domain definition. */
+    g_assert_null(parse_dev("<disk type='file' device='disk'><source file='/var/tmp/a.img'/>"
+                            "<target dev='vdb'/><alias name='virtio-disk7'/></disk>",
+                            0, &error));
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull(strstr(error->message, "/disk/alias"));
+    g_clear_error(&error);
+    disk = parse_dev("<disk type='file' device='disk'><source file='/var/tmp/a.img'/>"
+                     "<target dev='vdb' bus='virtio'/><alias name='virtio-disk7'/></disk>",
+                     BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(disk->type, ==, BERTH_DEVICE_DISK);
+    g_assert_cmpstr(disk->u.disk->target_dev, ==, "vdb");
+    g_assert_cmpstr(disk->u.disk->source_file, ==, "/var/tmp/a.img");
+    g_assert_null(berth_device_def_alias(disk));
+
+    net = parse_dev("<interface type='user'><alias name='ua-nic'/></interface>", 0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(net->type, ==, BERTH_DEVICE_NET);
+    g_assert_cmpstr(berth_device_def_alias(net), ==, "ua-nic");
+
+    fs = parse_dev("<filesystem type='mount'><driver type='virtiofs'/>"
+                   "<source socket='/run/vfs.sock'/><target dir='tag1'/></filesystem>",
+                   0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(fs->type, ==, BERTH_DEVICE_FS);
+    g_assert_cmpstr(fs->u.fs->source_socket, ==, "/run/vfs.sock");
+    g_assert_cmpstr(fs->u.fs->target_dir, ==, "tag1");
+
+    hostdev = parse_dev("<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+                        "<address domain='0x0000' bus='0x06' slot='0x12' function='0x5'/>"
+                        "</source></hostdev>",
+                        0, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(hostdev->type, ==, BERTH_DEVICE_HOSTDEV);
+    g_assert_true(hostdev->u.hostdev->managed);
+    g_assert_cmpuint(hostdev->u.hostdev->source.bus, ==, 6);
+    g_assert_cmpuint(hostdev->u.hostdev->source.slot, ==, 0x12);
+    g_assert_cmpuint(hostdev->u.hostdev->source.function, ==, 5);
+}
+
+static void
+test_device_bad(void)
+{
+    static const struct {
+        const char *xml;
+        const char *message; /* a part of the error */
+    } bad[] = {
+        {"<disk", "not well-formed"},
+        {"<serial type='pty'/>", "a device is one of <disk>, <interface>, <filesystem>"},
+        {"<domain/>", "the root element is <domain>"},
+        {"<disk type='block'><source dev='/dev/sda'/><target dev='vdb'/></disk>", "block"},
+        {"<hostdev mode='subsystem' type='pci'><source><address domain='0x0000' bus='0x06' "
+         "slot='0x20' function='0x0'/></source></hostdev>",
+         "'0x20'"},
+        {"<disk type='file' snapshot='no'><source file='/var/tmp/a.img'/>"
+         "<target dev='vdb'/></disk>",
+         "@snapshot"},
+    };
+    g_autofree char *big = NULL;
+
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autoptr(GError) error = NULL;
+        BerthDeviceDef *dev = parse_dev(bad[i].xml, 0, &error);
+
+        g_assert_null(dev);
+        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+        if (!strstr(error->message, bad[i].message)) {
+            g_error("%s: '%s' does not say '%s'", bad[i].xml, error->message, bad[i].message);
+        }
+    }
+    {
+        g_autoptr(GError) error = NULL;
+
+        g_assert_null(berth_device_def_parse("", 0, 0, &error));
+        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    }
+    {
+        g_autoptr(GError) error = NULL;
+        gsize len = BERTH_DOMAIN_XML_MAX + 1;
+
+        big = g_malloc(len + 1);
+        memset(big, ' ', len);
+        big[len] = '\0';
+        memcpy(big, "<disk>", 6);
+        g_assert_null(berth_device_def_parse(big, len, 0, &error));
+        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull(strstr(error->message, "limit"));
+    }
+    {
+        /* The flag skips what berth does not support, never bad values. */
+        g_autoptr(GError) error = NULL;
+        g_autoptr(BerthDeviceDef) dev = parse_dev(bad[5].xml,
+                                                  BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error);
+
+        g_assert_no_error(error);
+        g_assert_null(parse_dev(bad[3].xml, BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error));
+        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    }
+}
+
+/* Runtime aliases, then a hot-plugged device added and removed, as the registry does it. */
+static void
+test_device_add_remove(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(BerthDomainDef) def = NULL;
+    g_autoptr(BerthDeviceDef) disk = NULL;
+    g_autoptr(BerthDeviceDef) same = NULL;
+    g_autoptr(BerthDeviceDef) net = NULL;
+    BerthDeviceType type;
+    guint index;
+
+    def = parse_str("<domain type='kvm'><name>a</name><memory>1</memory><vcpu>1</vcpu>"
+                    "<devices><disk type='file'><source file='/var/tmp/a.img'/>"
+                    "<target dev='vda'/></disk><interface type='user'/>"
+                    "<serial type='pty'/></devices></domain>",
+                    0, &error);
+    g_assert_no_error(error);
+    berth_domain_def_assign_aliases(def);
+    g_assert_cmpstr(def->disks[0]->alias, ==, "virtio-disk0");
+    g_assert_cmpstr(def->nets[0]->alias, ==, "net0");
+    g_assert_cmpstr(def->serials[0]->alias, ==, "serial0");
+
+    disk = parse_dev("<disk type='file'><source file='/var/tmp/b.img'/>"
+                     "<target dev='vdc'/></disk>", 0, &error);
+    g_assert_no_error(error);
+    g_assert_true(berth_domain_def_add_device(def, disk, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(def->n_disks, ==, 2);
+    g_assert_cmpstr(def->disks[1]->alias, ==, "virtio-disk2"); /* from the target, vdc */
+    g_assert_true(berth_domain_def_find_device(def, "virtio-disk2", &type, &index));
+    g_assert_cmpint(type, ==, BERTH_DEVICE_DISK);
+    g_assert_cmpuint(index, ==, 1);
+    /* Serial ports are not hot-pluggable devices. */
+    g_assert_false(berth_domain_def_find_device(def, "serial0", &type, &index));
+
+    same = parse_dev("<disk type='file'><source file='/var/tmp/c.img'/>"
+                     "<target dev='vdc'/></disk>", 0, &error);
+    g_assert_no_error(error);
+    g_assert_false(berth_domain_def_add_device(def, same, &error));
+    g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
+    g_clear_error(&error);
+    g_assert_cmpuint(def->n_disks, ==, 2);
+
+    net = parse_dev("<interface type='user'/>", 0, &error);
+    g_assert_true(berth_domain_def_add_device(def, net, &error));
+    g_assert_cmpstr(def->nets[1]->alias, ==, "net1");
+
+    g_assert_true(berth_domain_def_remove_device(def, "virtio-disk2"));
+    g_assert_cmpuint(def->n_disks, ==, 1);
+    g_assert_false(berth_domain_def_remove_device(def, "virtio-disk2"));
+    g_assert_true(berth_domain_def_remove_device(def, "net1"));
+    g_assert_cmpuint(def->n_nets, ==, 1);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1075,6 +1249,9 @@ main(int argc, char **argv)
     g_test_add_func("/core/xml/refuse/many-attributes", test_refuse_many_attributes);
     g_test_add_func("/core/xml/refuse/many-siblings", test_refuse_many_siblings);
     g_test_add_func("/core/xml/ignore-unsupported", test_ignore_flag);
+    g_test_add_func("/core/xml/device/parse", test_device_parse);
+    g_test_add_func("/core/xml/device/bad", test_device_bad);
+    g_test_add_func("/core/xml/device/add-remove", test_device_add_remove);
     g_test_add_func("/core/xml/threads-quiet", test_threads_quiet);
     g_test_add_func("/core/xml/schema/good", test_schema_good);
     g_test_add_func("/core/xml/schema/conf-samples", test_schema_conf_samples);
