@@ -66,6 +66,8 @@ typedef struct {
     guint64 w_fh;
     guint32 max_write;
     char prefix;
+    gboolean berth;     /* a berth-virtiofsd (its options), not Debian's virtiofsd */
+    char **extra_args;  /* berth-virtiofsd only */
     Slot slots[MAX_INFLIGHT];
     Slot *by_head[1 + MAX_RQ][1024];
     guint nrq; /* request queues set up */
@@ -81,6 +83,7 @@ static gboolean opt_berth_only;
 static gchar *opt_share_base;
 static gboolean opt_counts;
 static char **opt_berth_args;
+static char **opt_b_args;
 static gint opt_pool = -1;
 static gint opt_inflight;
 
@@ -443,7 +446,7 @@ static void backend_start(Backend *b, const char *shared)
     sockarg = g_strdup_printf("--socket-path=%s", b->sock);
     g_ptr_array_add(argv, (char *)b->path);
     g_ptr_array_add(argv, sockarg);
-    if (b->prefix == 'b') {
+    if (b->berth) {
         g_ptr_array_add(argv, dirarg);
         g_ptr_array_add(argv, "--cache=auto");
     } else {
@@ -456,8 +459,8 @@ static void backend_start(Backend *b, const char *shared)
         env = g_environ_setenv(env, "MALLOC_ARENA_MAX", "16", TRUE);
     }
     g_ptr_array_add(argv, pool);
-    for (guint i = 0; b->prefix == 'b' && opt_berth_args && opt_berth_args[i]; i++) {
-        g_ptr_array_add(argv, opt_berth_args[i]);
+    for (guint i = 0; b->berth && b->extra_args && b->extra_args[i]; i++) {
+        g_ptr_array_add(argv, b->extra_args[i]);
     }
     g_ptr_array_add(argv, NULL);
     if (!g_spawn_async(NULL, (char **)argv->pdata, env,
@@ -592,6 +595,10 @@ int main(int argc, char **argv)
         { "berth-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_berth_args,
           "an extra argument for berth-virtiofsd (repeatable), e.g. --berth-arg=--poll-us=50",
           "ARG" },
+        { "b-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &opt_b_args,
+          "A/B mode: compare against a second berth-virtiofsd (same --berth binary) run with "
+          "this extra argument (repeatable; '-' for none) instead of virtiofsd; the 'virtiofsd' "
+          "columns are then B's", "ARG" },
         { "counts", 0, 0, G_OPTION_ARG_NONE, &opt_counts,
           "also print kicks, calls and sleeps per operation (after each line)", NULL },
         { NULL },
@@ -613,7 +620,8 @@ int main(int argc, char **argv)
         g_printerr("needs --berth=PATH to berth-virtiofsd\n");
         return 2;
     }
-    gboolean with_virtiofsd = !opt_berth_only && g_file_test(opt_virtiofsd, G_FILE_TEST_IS_EXECUTABLE);
+    gboolean with_virtiofsd = !opt_berth_only &&
+                              (opt_b_args || g_file_test(opt_virtiofsd, G_FILE_TEST_IS_EXECUTABLE));
     if (!with_virtiofsd && !opt_berth_only) {
         g_printerr("%s is missing (package qemu-system-common): berth-virtiofsd only\n",
                    opt_virtiofsd);
@@ -636,9 +644,10 @@ int main(int argc, char **argv)
     make_file(shared, "w-berth");
     make_file(shared, "w-virtiofsd");
 
-    printf("| stream | in flight | pool | berth ops/s | virtiofsd ops/s | ratio | berth MiB/s | "
-           "virtiofsd MiB/s | berth CPU us/op | virtiofsd CPU us/op |\n"
-           "|---|---|---|---|---|---|---|---|---|---|\n");
+    const char *an = opt_b_args ? "A" : "berth", *bn = opt_b_args ? "B" : "virtiofsd";
+    printf("| stream | in flight | pool | %s ops/s | %s ops/s | ratio | %s MiB/s | %s MiB/s | "
+           "%s CPU us/op | %s CPU us/op |\n|---|---|---|---|---|---|---|---|---|---|\n",
+           an, bn, an, bn, an, bn);
     fflush(stdout);
     for (guint p = 0; p < G_N_ELEMENTS(pools); p++) {
         if (opt_pool >= 0 && (guint)opt_pool != pools[p]) {
@@ -646,9 +655,17 @@ int main(int argc, char **argv)
         }
         /* Debian's virtiofsd has one request queue; berth-virtiofsd gets several. */
         Backend bb = { .name = "berth-virtiofsd", .path = opt_berth, .pool = pools[p],
-                       .prefix = 'b', .nrq = MAX_RQ };
+                       .prefix = 'b', .nrq = MAX_RQ, .berth = TRUE,
+                       .extra_args = opt_berth_args };
         Backend vb = { .name = "virtiofsd", .path = opt_virtiofsd, .pool = pools[p],
                        .prefix = 'v', .nrq = 1 };
+        if (opt_b_args) {
+            /* B: the same binary with other options; '-' alone means none. */
+            vb.name = "berth-virtiofsd (B)";
+            vb.path = opt_berth;
+            vb.berth = TRUE;
+            vb.extra_args = g_str_equal(opt_b_args[0], "-") ? NULL : opt_b_args;
+        }
         backend_start(&bb, shared);
         if (with_virtiofsd) {
             backend_start(&vb, shared);
@@ -710,7 +727,7 @@ int main(int argc, char **argv)
                     }
                     printf("|   per op, %s | kicks %.3f | calls %.3f | front-end sleeps %.3f | "
                            "backend sleeps %.3f | front-end CPU us %.1f |\n",
-                           k ? "virtiofsd" : "berth", median(kk, runs), median(cc, runs),
+                           k ? vb.name : bb.name, median(kk, runs), median(cc, runs),
                            median(fs, runs), median(bs, runs), median(fc, runs));
                 }
                 fflush(stdout);
