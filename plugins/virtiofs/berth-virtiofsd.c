@@ -75,6 +75,29 @@ static gboolean parse_cache(const char *s, VfsCacheMode *mode, GError **error)
     return TRUE;
 }
 
+static gboolean parse_yes_no(const char *name, const char *s, gboolean *v, GError **error)
+{
+    if (!s) {
+        return TRUE;
+    }
+    if (g_str_equal(s, "yes")) {
+        *v = TRUE;
+    } else if (g_str_equal(s, "no")) {
+        *v = FALSE;
+    } else {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                    "--%s must be yes or no, not '%s'", name, s);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* A polling or spinning window from the command line: at most 1 ms, negative is 0. */
+static guint dev_opts_poll(gint us)
+{
+    return us > 0 ? (guint) MIN(us, 1000) : 0;
+}
+
 static size_t fs_request(gpointer fs, const struct iovec *out, unsigned out_n,
                          const struct iovec *in, unsigned in_n)
 {
@@ -101,9 +124,12 @@ int main(int argc, char **argv)
     g_autofree char *cache = NULL;
     g_autofree char *group = NULL;
     g_autofree char *log_level = NULL;
+    g_autofree char *pool_inline_s = NULL;
+    gboolean pool_inline = TRUE;
     gint fd = -1;
     gint pool_size = 0;
     gint poll_us = 50;
+    gint spin_us = -1;
     gboolean readonly = FALSE;
     gboolean print_caps = FALSE;
     GOptionEntry entries[] = {
@@ -116,9 +142,17 @@ int main(int argc, char **argv)
         { "thread-pool-size", 0, 0, G_OPTION_ARG_INT, &pool_size,
           "Threads handling requests; 0 (the default) handles them in the queue threads", "N" },
         { "poll-us", 0, 0, G_OPTION_ARG_INT, &poll_us,
-          "With --thread-pool-size=0: the most microseconds a queue thread keeps polling an "
-          "empty ring before it sleeps, adapted to how fast the guest answers (default 50, "
-          "at most 1000; 0: never polls)", "N" },
+          "The most microseconds a queue thread keeps polling an empty ring before it sleeps, "
+          "adapted to how fast the guest answers; only while no other queue thread and no "
+          "pooled request is running (default 50, at most 1000; 0: never polls)", "N" },
+        { "pool-spin-us", 0, 0, G_OPTION_ARG_INT, &spin_us,
+          "With --thread-pool-size > 0: the most microseconds an idle pool thread keeps "
+          "looking for the next request before it sleeps, adapted as --poll-us is; one thread "
+          "at a time (default: --poll-us's value; 0: never spins)", "N" },
+        { "pool-inline", 0, 0, G_OPTION_ARG_STRING, &pool_inline_s,
+          "With --thread-pool-size > 0: a queue thread handles a request itself when it is "
+          "alone (nothing else in its ring, nothing in the pool), saving two wake-ups "
+          "(default yes)", "yes|no" },
         { "cache", 0, 0, G_OPTION_ARG_STRING, &cache,
           "Guest caching of data and metadata: auto (default), always or never", "MODE" },
         { "socket-group", 0, 0, G_OPTION_ARG_STRING, &group,
@@ -149,7 +183,8 @@ int main(int argc, char **argv)
     g_log_set_writer_func(log_writer, NULL, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, &error) ||
         (log_level && !parse_log_level(log_level, &error)) ||
-        !parse_cache(cache, &fs_opts.cache, &error)) {
+        !parse_cache(cache, &fs_opts.cache, &error) ||
+        !parse_yes_no("pool-inline", pool_inline_s, &pool_inline, &error)) {
         g_printerr("berth-virtiofsd: %s\n", error->message);
         return 2;
     }
@@ -174,7 +209,9 @@ int main(int argc, char **argv)
         .handle = fs_request,
         .user_data = fs,
         .thread_pool_size = pool_size,
-        .poll_us = poll_us > 0 ? (guint) MIN(poll_us, 1000) : 0,
+        .poll_us = dev_opts_poll(poll_us),
+        .pool_inline = pool_inline,
+        .pool_spin_us = spin_us >= 0 ? (guint) MIN(spin_us, 1000) : dev_opts_poll(poll_us),
     };
     g_autoptr(VfsDevice) dev = vfs_device_new(&dev_opts, &error);
     if (!dev) {

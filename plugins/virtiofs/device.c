@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "guest-mem.h"
+#include "pool.h"
 #include "vhost-user.h"
 #include "virtqueue.h"
 
@@ -45,6 +46,7 @@ typedef struct {
     gint inflight; /* atomic: requests of this queue in the pool (see queue_stop) */
     gint waiting;  /* atomic: queue_stop waits for @inflight to drop to 0 */
     guint poll_us; /* queue thread only: the present polling window (see queue_poll) */
+    gint64 inline_off_until; /* queue thread only: no inline requests before (queue_inline) */
 } VfsQueue;
 
 typedef struct {
@@ -64,8 +66,9 @@ struct VfsDevice {
     VfsGuestMem *mem;
     VfsQueue *queues;
     guint nqueues;
-    GThreadPool *pool;
+    VfsPool *pool;
     gint awake; /* atomic: queue threads not sleeping on their kick fd (see queue_poll) */
+    gint pooled; /* atomic: requests handed to the pool and not finished yet */
     /* With inflight_cond: waiting for VfsQueue.inflight to drop to 0. */
     GMutex inflight_lock;
     GCond inflight_cond;
@@ -110,7 +113,7 @@ static guint32 request_handle(VfsDevice *dev, VfsVqElem *elem)
     return (guint32)MIN((guint64)len, MIN(elem->in_len, G_MAXUINT32));
 }
 
-static void pool_run(gpointer data, gpointer user_data)
+static void pool_run(gpointer data, gpointer user_data G_GNUC_UNUSED)
 {
     VfsRequest *r = data;
     VfsQueue *q = r->q;
@@ -124,6 +127,7 @@ static void pool_run(gpointer data, gpointer user_data)
     g_free(r->elem);
     g_free(r);
 
+    g_atomic_int_add(&dev->pooled, -1);
     /* Wake queue_stop() only when it waits: g_cond_broadcast() is a futex system call even
      * without waiters. Seen with the decrement (both sequentially consistent), @waiting is set
      * or the waiter sees 0; the lock orders the wake-up after the waiter's check. */
@@ -144,26 +148,25 @@ static void queue_mark_broken(VfsQueue *q, const GError *err, int bad_head)
     }
 }
 
-/* Drains the queue: pops every available chain and handles or dispatches it. */
-/* Keeps looking at an empty ring for up to q->poll_us (requests handled in this thread only):
- * a driver that answers a reply with its next request within that time costs neither a kick
- * nor a wake-up. The window adapts as Linux's halt polling does (queue_thread): after a poll
- * that found nothing, a sleep that ended soon (the request just missed the window) doubles
- * it up to opts.poll_us, a long one halves it, so a queue whose driver is slow or idle soon
- * stops spending CPU here. TRUE when something came. */
+/* Keeps looking at an empty ring for up to q->poll_us: a driver that answers a reply with its
+ * next request within that time costs neither a kick nor a wake-up. The window adapts as
+ * Linux's halt polling does (queue_thread): after a poll that found nothing, a sleep that
+ * ended soon (the request just missed the window) doubles it up to opts.poll_us, a long one
+ * halves it, so a queue whose driver is slow or idle soon stops spending CPU here. TRUE when
+ * something came. */
 static gboolean queue_poll(VfsQueue *q)
 {
     VfsDevice *dev = q->dev;
     gint64 end;
 
-    if (!q->poll_us || dev->pool) {
+    if (!q->poll_us) {
         return FALSE;
     }
     end = g_get_monotonic_time() + q->poll_us;
-    /* Only while no other queue thread is awake (so at most one polls): their work needs the
-     * CPU more (4 queues on 2 CPUs lost 17 % to one poller). */
-    while (g_atomic_int_get(&dev->awake) <= 1 && !g_atomic_int_get(&q->stop) &&
-           g_get_monotonic_time() < end) {
+    /* Only while no other queue thread is awake (so at most one polls) and no request is in
+     * the pool: their work needs the CPU more (4 queues on 2 CPUs lost 17 % to one poller). */
+    while (g_atomic_int_get(&dev->awake) <= 1 && g_atomic_int_get(&dev->pooled) == 0 &&
+           !g_atomic_int_get(&q->stop) && g_get_monotonic_time() < end) {
         if (vfs_vq_avail_pending(&q->vq)) {
             return TRUE;
         }
@@ -171,6 +174,26 @@ static gboolean queue_poll(VfsQueue *q)
         sched_yield();
     }
     return FALSE;
+}
+
+/* A request that took this long in the queue thread stops inline handling on its queue for
+ * VFS_INLINE_BACKOFF_US: next to it, the two wake-ups saved are noise, and the requests that
+ * came meanwhile waited for it. */
+#define VFS_INLINE_MAX_US 1000
+#define VFS_INLINE_BACKOFF_US 100000
+
+/* With a pool: whether the queue thread handles the request it just popped itself. It does
+ * when the request is alone (nothing more in the ring, nothing in the pool), where a hand-off
+ * costs a pool thread's wake-up before the work and the queue thread's sleep and kick
+ * wake-up for the next request, and saves nothing: no other request could run meanwhile.
+ * Requests that arrive while it runs wait for it, as they always do with pool 0. */
+static gboolean queue_inline(VfsQueue *q)
+{
+    VfsDevice *dev = q->dev;
+
+    return dev->opts.pool_inline && g_atomic_int_get(&dev->pooled) == 0 &&
+           !vfs_vq_avail_pending(&q->vq) &&
+           (!q->inline_off_until || g_get_monotonic_time() >= q->inline_off_until);
 }
 
 static void queue_process(VfsQueue *q)
@@ -193,20 +216,27 @@ static void queue_process(VfsQueue *q)
             }
             break;
         }
-        if (dev->pool) {
+        gboolean inline_req = dev->pool && queue_inline(q);
+        if (dev->pool && !inline_req) {
             VfsRequest *r = g_new(VfsRequest, 1);
             r->q = q;
             r->mem = vfs_guest_mem_ref(dev->mem);
             r->elem = elem;
             g_atomic_int_inc(&q->inflight);
-            g_thread_pool_push(dev->pool, r, NULL);
+            g_atomic_int_inc(&dev->pooled);
+            vfs_pool_push(dev->pool, r);
             continue;
         }
         /* Handle without the lock so that the message thread is never held up by a slow
          * request; the reference keeps the request's buffers mapped meanwhile. */
         VfsGuestMem *mem = vfs_guest_mem_ref(dev->mem);
+        gint64 t0 = inline_req ? g_get_monotonic_time() : 0;
         g_rw_lock_reader_unlock(&dev->lock);
         guint32 len = request_handle(dev, elem);
+        if (inline_req) {
+            gint64 t1 = g_get_monotonic_time();
+            q->inline_off_until = t1 - t0 > VFS_INLINE_MAX_US ? t1 + VFS_INLINE_BACKOFF_US : 0;
+        }
         g_rw_lock_reader_lock(&dev->lock);
         request_complete(q, elem->head, len);
         vfs_guest_mem_unref(mem);
@@ -236,7 +266,7 @@ static gpointer queue_thread(gpointer data)
         r = poll(pfd, 2, -1);
         g_atomic_int_inc(&q->dev->awake);
         slept = g_get_monotonic_time() - slept;
-        if (q->dev->opts.poll_us && !q->dev->pool) {
+        if (q->dev->opts.poll_us) {
             /* "Soon" allows for the wake-up itself, tens of microseconds in a VM. */
             if (slept <= 4 * (gint64) q->dev->opts.poll_us) {
                 q->poll_us = MIN(q->dev->opts.poll_us, MAX(q->poll_us * 2, 1));
@@ -372,14 +402,11 @@ VfsDevice *vfs_device_new(const VfsDeviceOptions *opts, GError **error)
         }
     }
     if (opts->thread_pool_size > 0) {
-        /* Shared threads, not exclusive ones: those exit on their own after the pool is freed,
-         * unjoined. GLib ends idle shared threads beyond max-unused (2 by default) and starts
-         * new ones at the next burst: keep as many idle as this pool may use. */
-        gint unused = g_thread_pool_get_max_unused_threads();
-        if (unused >= 0 && (guint)unused < opts->thread_pool_size) {
-            g_thread_pool_set_max_unused_threads(opts->thread_pool_size);
-        }
-        dev->pool = g_thread_pool_new(pool_run, dev, opts->thread_pool_size, FALSE, error);
+        /* Not GThreadPool: its hand-off wakes a sleeping thread (a futex call and a context
+         * switch, about 10 µs of CPU on a VM) for every request; this one lets an idle thread
+         * spin for the next. */
+        dev->pool = vfs_pool_new(opts->thread_pool_size, opts->pool_spin_us, pool_run, dev,
+                                 error);
         if (!dev->pool) {
             return NULL;
         }
@@ -394,9 +421,7 @@ void vfs_device_free(VfsDevice *dev)
     }
     vfs_device_stop(dev);
     device_reset(dev);
-    if (dev->pool) {
-        g_thread_pool_free(dev->pool, FALSE, TRUE);
-    }
+    vfs_pool_free(dev->pool);
     for (guint i = 0; i < dev->nqueues; i++) {
         fd_close(&dev->queues[i].wake_fd);
         g_mutex_clear(&dev->queues[i].push_lock);

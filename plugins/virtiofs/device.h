@@ -21,8 +21,12 @@ typedef struct {
     gpointer user_data;
     guint thread_pool_size; /* 0: each queue thread handles its own requests */
     guint queues;           /* virtqueues offered (GET_QUEUE_NUM); 0: the default */
-    guint poll_us;          /* with thread_pool_size 0: how long a queue thread that found
-                             * its ring empty keeps looking before it sleeps on the kick fd */
+    guint poll_us;          /* how long a queue thread that found its ring empty keeps
+                             * looking before it sleeps on the kick fd; 0: never */
+    gboolean pool_inline;   /* with a pool: a queue thread handles a request itself when it
+                             * is alone (nothing else in the ring or the pool) */
+    guint pool_spin_us;     /* with a pool: how long an idle pool thread looks for the next
+                             * request before it sleeps (one thread at a time); 0: never */
 } VfsDeviceOptions;
 
 typedef struct VfsDevice VfsDevice;

@@ -9,6 +9,7 @@
 
 typedef struct {
     gint calls;     /* atomic: requests handled */
+    gint queue_thread_calls; /* atomic: of those, handled in a queue thread ("vfs-queue-N") */
     guint delay_us; /* sleep in each request, to keep requests in flight */
 } FakeFs;
 

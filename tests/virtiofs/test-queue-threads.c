@@ -8,8 +8,17 @@
 typedef struct {
     guint pool;
     guint iterations;
-    guint poll_us; /* queue threads poll an empty ring this long (pool 0 only) */
+    guint poll_us; /* queue threads poll an empty ring this long */
+    gboolean fast; /* with a pool: lone requests inline, an idle pool thread spins */
 } ThreadCase;
+
+/* berth-virtiofsd's defaults, in the cases marked fast. */
+static void case_options(const ThreadCase *c)
+{
+    vfs_test_poll_us = c->poll_us;
+    vfs_test_pool_inline = c->fast;
+    vfs_test_pool_spin_us = c->fast ? 50 : 0;
+}
 
 /* Submits @n GETATTR requests on queue @q and kicks. */
 static void submit(VfsTest *t, guint q, guint n, guint64 *unique)
@@ -46,7 +55,7 @@ static void test_get_vring_base_in_flight(gconstpointer data)
     guint64 unique = 1;
     guint16 submitted[NQUEUES] = { 0 };
 
-    vfs_test_poll_us = c->poll_us;
+    case_options(c);
     vfs_test_up(&t, c->pool, &setup);
     t.fs.delay_us = 20;
     for (guint it = 0; it < c->iterations; it++) {
@@ -89,7 +98,7 @@ static void test_disconnect_mid_traffic(gconstpointer data)
     for (guint it = 0; it < c->iterations; it++) {
         VfsTest t;
         guint64 unique = 1;
-        vfs_test_poll_us = c->poll_us;
+        case_options(c);
         vfs_test_up(&t, c->pool, &setup);
         t.fs.delay_us = 50;
         for (guint q = 0; q < NQUEUES; q++) {
@@ -116,7 +125,7 @@ static void test_pool_traffic(gconstpointer data)
     VfsTest t;
     guint64 unique = 1;
 
-    vfs_test_poll_us = c->poll_us;
+    case_options(c);
     vfs_test_up(&t, c->pool, &setup);
     t.fs.delay_us = 10;
     for (guint it = 0; it < c->iterations; it++) {
@@ -133,20 +142,87 @@ static void test_pool_traffic(gconstpointer data)
     vfs_test_down(&t);
 }
 
+/* One request at a time: with pool_inline each is alone, so the queue thread handles it (two
+ * wake-ups fewer); without, the pool does. */
+static void test_lone_requests(gconstpointer data)
+{
+    const ThreadCase *c = data;
+    VfsFeSetup setup = { .nqueues = NQUEUES, .qsize = 128 };
+    VfsTest t;
+    guint64 unique = 1;
+
+    case_options(c);
+    vfs_test_up(&t, c->pool, &setup);
+    for (guint it = 0; it < c->iterations; it++) {
+        submit(&t, 1, 1, &unique);
+        drain(&t, 1, 1);
+        vfs_fe_alloc_reset(t.fe);
+    }
+    gint calls = g_atomic_int_get(&t.fs.calls);
+    gint in_queue = g_atomic_int_get(&t.fs.queue_thread_calls);
+    g_assert_cmpint(calls, ==, (gint)c->iterations);
+    if (c->fast) {
+        /* All of them, unless the machine stalled one past the inline limit (the queue then
+         * hands off for a while). */
+        g_assert_cmpint(in_queue, >=, calls / 2);
+    } else {
+        g_assert_cmpint(in_queue, ==, 0);
+    }
+    vfs_test_down(&t);
+}
+
+/* Requests slower than the inline limit: after the first, the queue thread hands off even
+ * lone ones, so that the requests behind them do not wait. */
+static void test_slow_requests_pooled(gconstpointer data)
+{
+    const ThreadCase *c = data;
+    VfsFeSetup setup = { .nqueues = NQUEUES, .qsize = 128 };
+    VfsTest t;
+    guint64 unique = 1;
+
+    case_options(c);
+    vfs_test_up(&t, c->pool, &setup);
+    t.fs.delay_us = 1500;
+    for (guint it = 0; it < 3; it++) {
+        submit(&t, 1, 8, &unique);
+        drain(&t, 1, 8);
+        vfs_fe_alloc_reset(t.fe);
+    }
+    g_assert_cmpint(g_atomic_int_get(&t.fs.calls), ==, 24);
+    /* The first may run inline (that is how the queue learns); the back-off lasts 100 ms, a
+     * margin of one more for a machine too slow to run 24 requests of 1.5 ms in that time. */
+    g_assert_cmpint(g_atomic_int_get(&t.fs.queue_thread_calls), <=, 2);
+    vfs_test_down(&t);
+}
+
 int main(int argc, char **argv)
 {
-    /* Pool 0 twice: without polling and with berth-virtiofsd's default polling window. */
-    static const guint pools[] = { 0, 0, 1, 64 };
-    static const guint polls[] = { 0, 50, 0, 0 };
-    static ThreadCase base_cases[4], disc_cases[4], traffic_cases[4];
+    /* Pool 0 without polling and with berth-virtiofsd's default polling window; pools 1 and
+     * 64 plain (every request handed off, no thread spins) and with berth-virtiofsd's
+     * defaults (polling, lone requests inline, a spinning pool thread). */
+    static const guint pools[] = { 0, 0, 1, 64, 1, 64 };
+    static const guint polls[] = { 0, 50, 0, 0, 50, 50 };
+    static const gboolean fast[] = { FALSE, FALSE, FALSE, FALSE, TRUE, TRUE };
+    static ThreadCase base_cases[6], disc_cases[6], traffic_cases[6], lone_cases[6];
 
     vfs_test_init(&argc, &argv);
     for (guint i = 0; i < G_N_ELEMENTS(pools); i++) {
-        const char *suffix = polls[i] ? "-poll" : "";
+        const char *suffix = fast[i] ? "-fast" : polls[i] ? "-poll" : "";
 
-        base_cases[i] = (ThreadCase){ pools[i], 1000, polls[i] };
-        disc_cases[i] = (ThreadCase){ pools[i], 30, polls[i] };
-        traffic_cases[i] = (ThreadCase){ pools[i], 200, polls[i] };
+        base_cases[i] = (ThreadCase){ pools[i], 1000, polls[i], fast[i] };
+        disc_cases[i] = (ThreadCase){ pools[i], 30, polls[i], fast[i] };
+        traffic_cases[i] = (ThreadCase){ pools[i], 200, polls[i], fast[i] };
+        lone_cases[i] = (ThreadCase){ pools[i], 300, polls[i], fast[i] };
+        if (pools[i] > 0) {
+            g_autofree char *p4 = g_strdup_printf("/virtiofs/threads/lone-requests/pool-%u%s",
+                                                  pools[i], suffix);
+            g_test_add_data_func(p4, &lone_cases[i], test_lone_requests);
+        }
+        if (pools[i] > 0 && fast[i]) {
+            g_autofree char *p5 = g_strdup_printf(
+                "/virtiofs/threads/slow-requests-pooled/pool-%u%s", pools[i], suffix);
+            g_test_add_data_func(p5, &lone_cases[i], test_slow_requests_pooled);
+        }
         g_autofree char *p1 = g_strdup_printf(
             "/virtiofs/threads/get-vring-base-in-flight/pool-%u%s", pools[i], suffix);
         g_autofree char *p2 = g_strdup_printf(

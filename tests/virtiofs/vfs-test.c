@@ -48,6 +48,8 @@ void vfs_test_log_clear(void)
 }
 
 guint vfs_test_poll_us;
+gboolean vfs_test_pool_inline;
+guint vfs_test_pool_spin_us;
 
 void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
 {
@@ -61,6 +63,8 @@ void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
         .user_data = &t->fs,
         .thread_pool_size = pool,
         .poll_us = vfs_test_poll_us,
+        .pool_inline = vfs_test_pool_inline,
+        .pool_spin_us = vfs_test_pool_spin_us,
     };
     t->dev = vfs_device_new(&opts, &error);
     g_assert_no_error(error);

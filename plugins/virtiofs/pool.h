@@ -1,0 +1,25 @@
+/* The request pool: threads that run handed-off requests, one of them spinning when idle. */
+#pragma once
+
+#include <glib.h>
+
+typedef void (*VfsPoolFunc)(gpointer item, gpointer user_data);
+
+typedef struct VfsPool VfsPool;
+
+/*
+ * Up to @max_threads threads, started as requests need them and kept until vfs_pool_free().
+ * A thread that finds no work keeps looking for up to @spin_us microseconds (adapted as Linux's
+ * halt polling is; 0: never) before it sleeps, so that a request handed off meanwhile costs no
+ * wake-up. At most one thread spins at a time. Items run in hand-off order, by any thread.
+ */
+VfsPool *vfs_pool_new(guint max_threads, guint spin_us, VfsPoolFunc func, gpointer user_data,
+                      GError **error);
+/* Hands @item to a thread: the spinning one, else the one that went idle last, else a new one
+ * (or, when none can be started, the next thread that finishes its item). */
+void vfs_pool_push(VfsPool *pool, gpointer item);
+/* Runs every item still queued, then ends and joins every thread. Accepts NULL. */
+void vfs_pool_free(VfsPool *pool);
+
+/* Hand-offs since the pool was made that woke a sleeping thread (for tests). */
+guint64 vfs_pool_wakeups(VfsPool *pool);
