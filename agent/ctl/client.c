@@ -16,6 +16,7 @@
 
 #include "errors.h"
 #include "rpc/jsonrpc.h"
+#include "rpc/tls-io.h"
 
 /* A reply line from the server is bounded too: a broken or hostile peer cannot make the client
  * allocate without end. Large enough for domain.list of thousands of domains. */
@@ -33,6 +34,7 @@ typedef struct {
 struct BerthClient {
     int fd;
     gnutls_session_t tls;  /* NULL on unix sockets */
+    BerthTlsIo *tls_io;    /* what tls reads through */
     gnutls_certificate_credentials_t cred;
     char *server_subject;
     GString *in;   /* bytes read and not yet consumed */
@@ -62,6 +64,7 @@ berth_client_free(BerthClient *c)
         gnutls_bye(c->tls, GNUTLS_SHUT_WR);
         gnutls_deinit(c->tls);
     }
+    g_free(c->tls_io);
     if (c->cred) {
         gnutls_certificate_free_credentials(c->cred);
     }
@@ -315,7 +318,8 @@ berth_client_connect_tls(const char *uri, const BerthClientTls *given, GError **
     gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
     gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, host, strlen(host));
     gnutls_session_set_verify_cert(c->tls, host, 0);
-    gnutls_transport_set_int(c->tls, fd);
+    c->tls_io = g_new(BerthTlsIo, 1);
+    berth_tls_io_attach(c->tls_io, c->tls, fd);
     gnutls_handshake_set_timeout(c->tls, TLS_HANDSHAKE_MS);
     do {
         rc = gnutls_handshake(c->tls);
@@ -450,7 +454,7 @@ read_line(BerthClient *c, gint64 deadline, char **line, GError **error)
                         "berthd sent a line longer than %u bytes", MAX_LINE);
             return FALSE;
         }
-        if (c->tls && gnutls_record_check_pending(c->tls) > 0) {
+        if (c->tls && berth_tls_io_pending(c->tls_io, c->tls)) {
             n = 1;
         } else if (deadline >= 0) {
             gint64 left = deadline - g_get_monotonic_time();

@@ -13,6 +13,7 @@
 
 #include "../errors.h"
 #include "server-private.h"
+#include "tls-io.h"
 
 #define ACCEPT_BURST 32
 #define ACCEPT_BACKOFF_MS 200
@@ -53,6 +54,7 @@ struct TlsTransport {
     gboolean want_write;        /* the last record_recv needs the fd writable */
     gboolean dropped;           /* shut down by a limit */
     gboolean lingering;         /* refused: the alert is out, waiting for the peer to close */
+    BerthTlsIo io;              /* what the session reads through */
 };
 
 static BerthTlsListener *
@@ -160,7 +162,7 @@ tls_pending(BerthRpcTransport *base)
 {
     TlsTransport *t = (TlsTransport *) base;
 
-    return gnutls_record_check_pending(t->session) > 0;
+    return berth_tls_io_pending(&t->io, t->session);
 }
 
 static GIOCondition
@@ -423,6 +425,7 @@ accept_one(BerthTlsListener *l, int cfd, const struct sockaddr_storage *ss, sock
         tls_free(&t->base);
         return;
     }
+    berth_tls_io_attach(&t->io, t->session, cfd);
     g_hash_table_add(l->handshaking, t);
     /* The client speaks first. */
     handshake_watch(t, G_IO_IN);

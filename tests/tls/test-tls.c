@@ -372,6 +372,98 @@ test_python_client(void)
     g_assert_nonnull(strstr(upper, "CERTIFICATE_EXPIRED"));
 }
 
+/* A raw gnutls session as the admin client, handshake done; blocking fd. */
+static gnutls_session_t
+raw_admin_session(guint16 port, gnutls_certificate_credentials_t *cred, int *fd)
+{
+    g_autofree char *ca = pki_file("ca", "cert");
+    g_autofree char *cert = pki_file("admin", "cert");
+    g_autofree char *key = pki_file("admin", "key");
+    gnutls_session_t s;
+    int rc;
+
+    *fd = tcp_connect(port);
+    gnutls_certificate_allocate_credentials(cred);
+    gnutls_certificate_set_x509_trust_file(*cred, ca, GNUTLS_X509_FMT_PEM);
+    g_assert_cmpint(gnutls_certificate_set_x509_key_file(*cred, cert, key, GNUTLS_X509_FMT_PEM),
+                    ==, 0);
+    gnutls_init(&s, GNUTLS_CLIENT);
+    gnutls_set_default_priority(s);
+    gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, *cred);
+    gnutls_transport_set_int(s, *fd);
+    do {
+        rc = gnutls_handshake(s);
+    } while (rc < 0 && !gnutls_error_is_fatal(rc));
+    g_assert_cmpint(rc, ==, 0);
+    return s;
+}
+
+/* Reads reply lines until one holds @needle; FALSE on an error or the socket's 10 s timeout
+ * (which gnutls reports as GNUTLS_E_AGAIN). */
+static gboolean
+raw_read_until(gnutls_session_t s, GString *in, const char *needle)
+{
+    while (!strstr(in->str, needle)) {
+        char buf[16384];
+        gssize n = gnutls_record_recv(s, buf, sizeof(buf));
+
+        if (n == GNUTLS_E_INTERRUPTED) {
+            continue;
+        }
+        if (n <= 0) {
+            return FALSE;
+        }
+        g_string_append_len(in, buf, n);
+    }
+    return TRUE;
+}
+
+/* The server reads the socket in chunks larger than a record: several records that arrive in
+ * one segment must all be served though the socket has nothing more to read, and records
+ * larger than the chunk must arrive whole. */
+static void
+test_records_batched(void)
+{
+    gnutls_certificate_credentials_t cred;
+    g_autoptr(GString) in = g_string_new(NULL);
+    g_autoptr(GString) big = g_string_new("{\"jsonrpc\":\"2.0\",\"id\":\"big\","
+                                          "\"method\":\"agent.ping\",\"params\":{\"pad\":\"");
+    int fd;
+    gnutls_session_t s = raw_admin_session(main_port, &cred, &fd);
+
+    /* 20 requests, one record each, all in one TCP write. */
+    gnutls_record_cork(s);
+    for (int i = 0; i < 20; i++) {
+        g_autofree char *req = g_strdup_printf("{\"jsonrpc\":\"2.0\",\"id\":%d,"
+                                               "\"method\":\"agent.ping\"}\n", i);
+
+        g_assert_cmpint(gnutls_record_send(s, req, strlen(req)), ==, (gssize) strlen(req));
+    }
+    g_assert_cmpint(gnutls_record_uncork(s, GNUTLS_RECORD_WAIT), >, 0);
+    for (int i = 0; i < 20; i++) {
+        g_autofree char *id = g_strdup_printf("\"id\":%d,", i);
+
+        g_assert_true(raw_read_until(s, in, id));
+    }
+    /* A request of 200 KiB: full 16 KiB records, read past the server's buffer. */
+    for (int i = 0; i < 200 * 1024; i++) {
+        g_string_append_c(big, 'a' + i % 26);
+    }
+    g_string_append(big, "\"}}\n");
+    for (gsize off = 0; off < big->len;) {
+        gssize n = gnutls_record_send(s, big->str + off, big->len - off);
+
+        g_assert_cmpint(n, >, 0);
+        off += (gsize) n;
+    }
+    g_string_truncate(in, 0);
+    g_assert_true(raw_read_until(s, in, "\"id\":\"big\","));
+    g_assert_nonnull(strstr(in->str, "\"result\""));
+    gnutls_deinit(s);
+    gnutls_certificate_free_credentials(cred);
+    close(fd);
+}
+
 static void
 test_gnutls_cli(void)
 {
@@ -767,6 +859,7 @@ main(int argc, char **argv)
     g_test_add_func("/tls/readonly-role", test_roles);
     g_test_add_func("/tls/python-client", test_python_client);
     g_test_add_func("/tls/gnutls-cli", test_gnutls_cli);
+    g_test_add_func("/tls/records-batched", test_records_batched);
     g_test_add_func("/tls/berthctl", test_berthctl);
     g_test_add_func("/tls/load-200x100", test_load);
     g_test_add_func("/tls/rotation", test_rotation);
