@@ -138,6 +138,7 @@ bench_start(Bench *b)
     b->pki = g_dir_make_tmp("berth-bench-tls-XXXXXX", &error);
     g_assert_no_error(error);
     cmd = g_strdup_printf("sh %s/tests/tls/gen-pki.sh %s >/dev/null", BERTH_SOURCE_ROOT, b->pki);
+    cfg.priority = (char *) g_getenv("BERTH_BENCH_TLS_PRIORITY");
     if (system(cmd) != 0) {
         g_error("cannot make the PKI (certtool, gnutls-bin)");
     }
@@ -256,6 +257,93 @@ run_one_connection(Bench *b)
     r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
     r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
     percentiles(lat, ONE_CONN_CALLS, &r);
+    return r;
+}
+
+typedef struct {
+    int fd;
+    clockid_t cpu_clock;
+    gint ready;
+} Echo;
+
+static gpointer
+echo_thread(gpointer data)
+{
+    Echo *e = data;
+    char buf[8192];
+    gssize n;
+
+    pthread_getcpuclockid(pthread_self(), &e->cpu_clock);
+    g_atomic_int_set(&e->ready, 1);
+    while ((n = recv(e->fd, buf, sizeof(buf), 0)) > 0) {
+        if (send(e->fd, buf, (size_t) n, MSG_NOSIGNAL) != n) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* The floor under the TLS figures: a thread that echoes each request back at once over TCP
+ * on loopback (TCP_NODELAY, blocking calls), no TLS, no JSON, no main loop. Measured in the
+ * same run, so that the machine's cost of a round trip shows beside the server's. */
+static Result
+run_tcp_echo(void)
+{
+    static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.info\"}\n";
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    g_autofree gint64 *lat = g_new(gint64, ONE_CONN_CALLS);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int on = 1;
+    Echo e = {0};
+    GThread *thread;
+    gint64 start, cpu_start;
+    Result r = {0};
+    char buf[8192];
+
+    if (bind(lfd, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(lfd, 1) < 0 ||
+        getsockname(lfd, (struct sockaddr *) &a, &alen) < 0 ||
+        connect(cfd, (struct sockaddr *) &a, sizeof(a)) < 0) {
+        g_error("loopback TCP: %s", g_strerror(errno));
+    }
+    e.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (e.fd < 0) {
+        g_error("accept: %s", g_strerror(errno));
+    }
+    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    setsockopt(e.fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    thread = g_thread_new("echo", echo_thread, &e);
+    while (!g_atomic_int_get(&e.ready)) {
+        g_usleep(1000);
+    }
+    cpu_start = cpu_ns(e.cpu_clock);
+    start = now_ns();
+    for (int i = 0; i < ONE_CONN_CALLS; i++) {
+        gint64 t0 = now_ns();
+        gsize got = 0;
+
+        if (send(cfd, req, sizeof(req) - 1, MSG_NOSIGNAL) != sizeof(req) - 1) {
+            g_error("send: %s", g_strerror(errno));
+        }
+        while (got < sizeof(req) - 1) {
+            gssize n = recv(cfd, buf, sizeof(buf), 0);
+
+            if (n <= 0) {
+                g_error("recv failed");
+            }
+            got += (gsize) n;
+        }
+        lat[i] = now_ns() - t0;
+    }
+    r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
+    r.cpu_us = (double) (cpu_ns(e.cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
+    percentiles(lat, ONE_CONN_CALLS, &r);
+    shutdown(cfd, SHUT_RDWR);
+    g_thread_join(thread);
+    close(cfd);
+    close(e.fd);
+    close(lfd);
     return r;
 }
 
@@ -485,12 +573,39 @@ run_cli(Bench *b)
     }
 }
 
+/* TRUE when @name was asked for on the command line (no arguments: every case). */
+static gboolean
+wanted(int argc, char **argv, const char *name)
+{
+    if (argc < 2) {
+        return TRUE;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], name) == 0) {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 int
 main(int argc, char **argv)
 {
-    static Result one[RUNS], raw[RUNS], hs[RUNS], many[RUNS];
+    static Result floor[RUNS], one[RUNS], raw[RUNS], hs[RUNS], many[RUNS];
+    static const char *const cases[] = {"one", "raw", "handshake", "many", "cli", "floor"};
+    gboolean run_case[G_N_ELEMENTS(cases)];
     Bench b = {0};
 
+    for (int i = 1; i < argc; i++) {
+        if (!g_strv_contains(cases, argv[i])) {
+            fprintf(stderr, "usage: %s [floor] [one] [raw] [handshake] [many] [cli] (default: all)\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        run_case[i] = wanted(argc, argv, cases[i]);
+    }
     gnutls_global_init();
     bench_start(&b);
     printf("JSON-RPC over mutual TLS (loopback, in-process server, ECDSA P-256 certificates, "
@@ -500,18 +615,42 @@ main(int argc, char **argv)
     printf("|------------------------------------|-------------------------:|---------:|"
            "---------:|--------:|\n");
     for (int i = 0; i < RUNS; i++) {
-        one[i] = run_one_connection(&b);
-        raw[i] = run_many_connections(&b, 1, ONE_CONN_CALLS);
-        hs[i] = run_handshakes(&b);
-        many[i] = run_many_connections(&b, MANY_CONNS, MANY_CALLS);
+        if (run_case[5]) {
+            floor[i] = run_tcp_echo();
+        }
+        if (run_case[0]) {
+            one[i] = run_one_connection(&b);
+        }
+        if (run_case[1]) {
+            raw[i] = run_many_connections(&b, 1, ONE_CONN_CALLS);
+        }
+        if (run_case[2]) {
+            hs[i] = run_handshakes(&b);
+        }
+        if (run_case[3]) {
+            many[i] = run_many_connections(&b, MANY_CONNS, MANY_CALLS);
+        }
     }
-    report("agent.info, 1 connection", one, "calls/s");
-    report("agent.info, 1 connection (raw)", raw, "calls/s");
-    report("handshake + agent.ping, in turn", hs, "handshakes/s");
-    report("agent.info, 100 connections", many, "calls/s");
+    if (run_case[5]) {
+        report("TCP echo, no TLS (floor)", floor, "round trips/s");
+    }
+    if (run_case[0]) {
+        report("agent.info, 1 connection", one, "calls/s");
+    }
+    if (run_case[1]) {
+        report("agent.info, 1 connection (raw)", raw, "calls/s");
+    }
+    if (run_case[2]) {
+        report("handshake + agent.ping, in turn", hs, "handshakes/s");
+    }
+    if (run_case[3]) {
+        report("agent.info, 100 connections", many, "calls/s");
+    }
     printf("Goals: >= 30000 calls/s on 1 connection, >= 500 handshakes/s, p99 < 5000 us at "
            "100 clients.\n");
-    run_cli(&b);
+    if (run_case[4]) {
+        run_cli(&b);
+    }
     bench_stop(&b);
     return 0;
 }

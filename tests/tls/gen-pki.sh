@@ -7,7 +7,11 @@ dir=$1
 mkdir -p "$dir"
 cd "$dir"
 ct() { certtool "$@" >/dev/null 2>&1; }
-key() { ct --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$1-key.pem"; }
+# BERTH_PKI_KEY_TYPE=ed25519 makes every key Ed25519 instead (the handshake benchmark's variant).
+case ${BERTH_PKI_KEY_TYPE:-ecdsa} in
+ed25519) key() { ct --generate-privkey --key-type=ed25519 --outfile "$1-key.pem"; } ;;
+*) key() { ct --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$1-key.pem"; } ;;
+esac
 
 # CA and a second, unrelated CA.
 for ca in ca other-ca; do
