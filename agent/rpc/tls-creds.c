@@ -2,6 +2,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <gnutls/crypto.h>
 #include <gnutls/x509.h>
 #include <string.h>
 
@@ -10,6 +11,18 @@
 /* A certificate bundle or CRL is small; a huge file is a mistake, not input to parse. */
 #define PEM_MAX_BYTES (4 * 1024 * 1024)
 #define NAME_MAX_BYTES 1024
+/* Client chains that verified, remembered by their bytes: at most this many, for this long. */
+#define VERIFIED_MAX 1024
+#define VERIFIED_TTL_S 600
+
+/* A client chain that passed every check: the same bytes pass again while every certificate
+ * in it is within its validity (the CA bundle, CRL and patterns belong to the same creds). */
+typedef struct {
+    char *subject;
+    BerthTlsRole role;
+    gint64 valid_from;  /* unix time: the latest activation in the chain */
+    gint64 valid_until; /* the earliest expiry, at most VERIFIED_TTL_S after the check */
+} VerifiedPeer;
 
 struct BerthTlsCreds {
     gint refcount;
@@ -19,7 +32,18 @@ struct BerthTlsCreds {
     char **readonly;
     char *subject;   /* of our own certificate */
     gint64 expires;  /* unix time */
+    GMutex verified_lock;
+    GHashTable *verified; /* GBytes SHA-256 of the peer's chain -> VerifiedPeer */
 };
+
+static void
+verified_peer_free(gpointer p)
+{
+    VerifiedPeer *v = p;
+
+    g_free(v->subject);
+    g_free(v);
+}
 
 static const char *const role_names[] = {"none", "readonly", "admin"};
 
@@ -138,6 +162,9 @@ berth_tls_creds_load(const BerthTlsConfig *cfg, GError **error)
     int rc;
 
     creds->refcount = 1;
+    g_mutex_init(&creds->verified_lock);
+    creds->verified = g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                            (GDestroyNotify) g_bytes_unref, verified_peer_free);
     if (!read_pem("certificate", cfg->cert, &cert, &cert_buf, error) ||
         !read_pem("key", cfg->key, &key, &key_buf, error) ||
         !read_pem("CA bundle", cfg->ca, &ca, &ca_buf, error) ||
@@ -215,6 +242,8 @@ berth_tls_creds_unref(BerthTlsCreds *creds)
     g_strfreev(creds->admin);
     g_strfreev(creds->readonly);
     g_free(creds->subject);
+    g_hash_table_unref(creds->verified);
+    g_mutex_clear(&creds->verified_lock);
     g_free(creds);
 }
 
@@ -360,6 +389,79 @@ refuse(BerthTlsPeerCheck *check, int alert, const char *fmt, ...)
     check->role = BERTH_TLS_ROLE_NONE;
 }
 
+/* SHA-256 over the chain's certificates, each preceded by its length. */
+static GBytes *
+chain_digest(const gnutls_datum_t *certs, unsigned int n_certs)
+{
+    guint8 digest[32];
+    gnutls_hash_hd_t h;
+
+    if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0) {
+        return NULL;
+    }
+    for (unsigned int i = 0; i < n_certs; i++) {
+        guint32 size = certs[i].size;
+
+        gnutls_hash(h, &size, sizeof(size));
+        gnutls_hash(h, certs[i].data, certs[i].size);
+    }
+    gnutls_hash_deinit(h, digest);
+    return g_bytes_new(digest, sizeof(digest));
+}
+
+/* TRUE with @check filled when these exact bytes passed every check before. */
+static gboolean
+verified_lookup(BerthTlsCreds *creds, GBytes *key, BerthTlsPeerCheck *check)
+{
+    gint64 now = g_get_real_time() / G_USEC_PER_SEC;
+    VerifiedPeer *v;
+    gboolean hit = FALSE;
+
+    g_mutex_lock(&creds->verified_lock);
+    v = g_hash_table_lookup(creds->verified, key);
+    if (v && now >= v->valid_from && now <= v->valid_until) {
+        check->subject = g_strdup(v->subject);
+        check->role = v->role;
+        hit = TRUE;
+    } else if (v) {
+        g_hash_table_remove(creds->verified, key);
+    }
+    g_mutex_unlock(&creds->verified_lock);
+    return hit;
+}
+
+/* Remembers a chain that passed: its validity is that of its every certificate. */
+static void
+verified_add(BerthTlsCreds *creds, GBytes *key, const gnutls_datum_t *certs,
+             unsigned int n_certs, const BerthTlsPeerCheck *check)
+{
+    VerifiedPeer *v = g_new0(VerifiedPeer, 1);
+
+    v->valid_from = 0;
+    v->valid_until = g_get_real_time() / G_USEC_PER_SEC + VERIFIED_TTL_S;
+    for (unsigned int i = 0; i < n_certs; i++) {
+        gnutls_x509_crt_t crt;
+
+        gnutls_x509_crt_init(&crt);
+        if (gnutls_x509_crt_import(crt, &certs[i], GNUTLS_X509_FMT_DER) < 0) {
+            gnutls_x509_crt_deinit(crt);
+            verified_peer_free(v);
+            return;
+        }
+        v->valid_from = MAX(v->valid_from, (gint64) gnutls_x509_crt_get_activation_time(crt));
+        v->valid_until = MIN(v->valid_until, (gint64) gnutls_x509_crt_get_expiration_time(crt));
+        gnutls_x509_crt_deinit(crt);
+    }
+    v->subject = g_strdup(check->subject);
+    v->role = check->role;
+    g_mutex_lock(&creds->verified_lock);
+    if (g_hash_table_size(creds->verified) >= VERIFIED_MAX) {
+        g_hash_table_remove_all(creds->verified);
+    }
+    g_hash_table_replace(creds->verified, g_bytes_ref(key), v);
+    g_mutex_unlock(&creds->verified_lock);
+}
+
 void
 berth_tls_check_peer(gnutls_session_t session, BerthTlsCreds *creds, BerthTlsPeerCheck *check)
 {
@@ -369,6 +471,7 @@ berth_tls_check_peer(gnutls_session_t session, BerthTlsCreds *creds, BerthTlsPee
     gnutls_x509_crt_t crt = NULL;
     gnutls_datum_t dn = {NULL, 0};
     g_auto(GStrv) sans = NULL;
+    g_autoptr(GBytes) key = NULL;
     int rc;
 
     berth_tls_peer_check_clear(check);
@@ -379,6 +482,12 @@ berth_tls_check_peer(gnutls_session_t session, BerthTlsCreds *creds, BerthTlsPee
                           ? GNUTLS_A_CERTIFICATE_REQUIRED
                           : GNUTLS_A_HANDSHAKE_FAILURE,
                "it sent no client certificate");
+        return;
+    }
+    /* A fleet manager reconnects with the same certificate: parsing and verifying its chain
+     * again (an ECDSA verification and ASN.1 decoding) would give the same answer. */
+    key = chain_digest(certs, n_certs);
+    if (key && verified_lookup(creds, key, check)) {
         return;
     }
     gnutls_x509_crt_init(&crt);
@@ -428,6 +537,8 @@ berth_tls_check_peer(gnutls_session_t session, BerthTlsCreds *creds, BerthTlsPee
         if (check->role == BERTH_TLS_ROLE_NONE) {
             refuse(check, GNUTLS_A_ACCESS_DENIED,
                    "its identity matches no pattern of tls_admin or tls_readonly");
+        } else if (key) {
+            verified_add(creds, key, certs, n_certs, check);
         }
     }
     gnutls_x509_crt_deinit(crt);

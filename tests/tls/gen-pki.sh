@@ -78,4 +78,9 @@ ct --generate-self-signed --load-privkey selfsigned-key.pem --template selfsigne
 printf 'crl_next_update = 3650\ncrl_number = 1\n' >crl.tmpl
 ct --generate-crl --load-ca-privkey ca-key.pem --load-ca-certificate ca-cert.pem \
     --load-certificate revoked-cert.pem --template crl.tmpl --outfile ca-crl.pem
+# a later CRL that also revokes the readonly client (a reload must stop a verified identity)
+cat revoked-cert.pem readonly-cert.pem >revoked2.pem
+printf 'crl_next_update = 3650\ncrl_number = 2\n' >crl2.tmpl
+ct --generate-crl --load-ca-privkey ca-key.pem --load-ca-certificate ca-cert.pem \
+    --load-certificate revoked2.pem --template crl2.tmpl --outfile ca-crl2.pem
 echo ok

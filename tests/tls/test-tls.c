@@ -340,6 +340,14 @@ test_roles(void)
     g_free(wait_event(again, "domain-defined"));
     g_free(wait_event(again, "domain-undefined"));
     yajl_tree_free(tree);
+    /* The second connection of that identity (its chain remembered as verified) is readonly
+     * too. */
+    {
+        g_autoptr(GError) error = NULL;
+
+        g_assert_false(berth_client_call(again, "domain.define", params, NULL, &error));
+        g_assert_error(error, BERTH_ERROR, BERTH_ERROR_ACCESS_DENIED);
+    }
 }
 
 static void
@@ -737,6 +745,65 @@ test_rotation(void)
     g_free(call_ok(admin, "domain.undefine", "{\"name\":\"tls-rot\"}"));
 }
 
+/* A chain that verified once is remembered, but never past a reload (a new CRL revokes it)
+ * nor past the end of its validity. */
+static void
+test_verified_memory(void)
+{
+    g_autoptr(BerthClient) admin = tls_client_ok(main_port, "admin");
+    g_autofree char *crl = pki_file("ca", "crl");
+    g_autofree char *crl2 = pki_file("ca", "crl2");
+    g_autofree char *saved = g_strconcat(crl, ".saved", NULL);
+    g_autofree char *dir = g_build_filename(pki, "short", NULL);
+    g_autofree char *cmd = NULL;
+    g_autofree char *exp = NULL;
+    g_autofree char *make = NULL;
+    g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+    g_autoptr(GDateTime) until = g_date_time_add_seconds(now, 3);
+    Attempt a;
+
+    a = raw_attempt(main_port, "readonly", NULL);
+    g_assert_true(a.api);
+    a = raw_attempt(main_port, "readonly", NULL);
+    g_assert_true(a.api);
+    /* The new CRL revokes the readonly client: refused at once after the reload. */
+    replace_file(crl, saved);
+    replace_file(crl2, crl);
+    g_free(call_ok(admin, "agent.reload_tls", NULL));
+    a = raw_attempt(main_port, "readonly", NULL);
+    g_assert_false(a.api);
+    g_assert_cmpint(a.alert, ==, GNUTLS_A_CERTIFICATE_REVOKED);
+    replace_file(saved, crl);
+    g_free(call_ok(admin, "agent.reload_tls", NULL));
+    a = raw_attempt(main_port, "readonly", NULL);
+    g_assert_true(a.api);
+
+    /* An admin certificate that expires 3 s from now: accepted twice, refused after. */
+    exp = g_date_time_format(until, "%Y-%m-%d %H:%M:%S UTC");
+    cmd = g_strdup_printf(
+        "set -e; mkdir -p %s; cd %s; "
+        "printf 'cn = \"admin-short\"\\norganization = \"berth test\"\\nsigning_key\\n"
+        "tls_www_client\\nexpiration_date = \"%s\"\\n' >t.tmpl; "
+        "certtool --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "
+        "../short-key.pem; certtool --generate-certificate --load-privkey ../short-key.pem "
+        "--load-ca-certificate ../ca-cert.pem --load-ca-privkey ../ca-key.pem --template t.tmpl "
+        "--outfile ../short-cert.pem",
+        dir, dir, exp);
+    make = g_strconcat(cmd, " >/dev/null 2>&1", NULL);
+    g_assert_cmpint(system(make), ==, 0);
+    a = raw_attempt(main_port, "short", NULL);
+    g_assert_true(a.api);
+    a = raw_attempt(main_port, "short", NULL);
+    g_assert_true(a.api);
+    while (g_get_real_time() / G_USEC_PER_SEC <= g_date_time_to_unix(until)) {
+        g_usleep(100000);
+    }
+    g_usleep(1100000);
+    a = raw_attempt(main_port, "short", NULL);
+    g_assert_false(a.api);
+    g_assert_cmpint(a.alert, ==, GNUTLS_A_CERTIFICATE_EXPIRED);
+}
+
 /* Limits on a daemon of their own: short timeouts, few unauthenticated peers, small requests. */
 static void
 test_limits(void)
@@ -863,6 +930,7 @@ main(int argc, char **argv)
     g_test_add_func("/tls/berthctl", test_berthctl);
     g_test_add_func("/tls/load-200x100", test_load);
     g_test_add_func("/tls/rotation", test_rotation);
+    g_test_add_func("/tls/verified-chain-memory", test_verified_memory);
     g_test_add_func("/tls/limits", test_limits);
     g_test_add_func("/tls/bad-certificate-at-start", test_bad_config);
     rc = g_test_run();
