@@ -130,6 +130,7 @@ int main(int argc, char **argv)
     gint pool_size = 0;
     gint poll_us = 50;
     gint spin_us = -1;
+    gint coalesce_us = 50;
     gboolean readonly = FALSE;
     gboolean print_caps = FALSE;
     GOptionEntry entries[] = {
@@ -149,6 +150,10 @@ int main(int argc, char **argv)
           "With --thread-pool-size > 0: the most microseconds an idle pool thread keeps "
           "looking for the next request before it sleeps, adapted as --poll-us is; one thread "
           "at a time (default: --poll-us's value; 0: never spins)", "N" },
+        { "coalesce-us", 0, 0, G_OPTION_ARG_INT, &coalesce_us,
+          "The most microseconds a queue thread holds back the interrupt for a request it "
+          "completed while more requests wait in its ring, so that one interrupt covers "
+          "several (default 50, at most 1000; 0: interrupt at once)", "N" },
         { "pool-inline", 0, 0, G_OPTION_ARG_STRING, &pool_inline_s,
           "With --thread-pool-size > 0: a queue thread handles a request itself when it is "
           "alone (nothing else in its ring, nothing in the pool), saving two wake-ups "
@@ -211,6 +216,7 @@ int main(int argc, char **argv)
         .thread_pool_size = pool_size,
         .poll_us = dev_opts_poll(poll_us),
         .pool_inline = pool_inline,
+        .coalesce_us = dev_opts_poll(coalesce_us),
         .pool_spin_us = spin_us >= 0 ? (guint) MIN(spin_us, 1000) : dev_opts_poll(poll_us),
     };
     g_autoptr(VfsDevice) dev = vfs_device_new(&dev_opts, &error);

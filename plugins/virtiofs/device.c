@@ -47,6 +47,9 @@ typedef struct {
     gint waiting;  /* atomic: queue_stop waits for @inflight to drop to 0 */
     guint poll_us; /* queue thread only: the present polling window (see queue_poll) */
     gint64 inline_off_until; /* queue thread only: no inline requests before (queue_inline) */
+    gboolean call_pending;   /* queue thread only: a call held back (queue_complete) */
+    guint calls_held;        /* queue thread only: completions since it was held back */
+    gint64 call_held_since;  /* queue thread only */
 } VfsQueue;
 
 typedef struct {
@@ -196,6 +199,52 @@ static gboolean queue_inline(VfsQueue *q)
            (!q->inline_off_until || g_get_monotonic_time() >= q->inline_off_until);
 }
 
+/* The most completions handled after the one whose call is held back (see queue_complete):
+ * fewer than a driver keeps in flight, so that it refills the ring while the queue works. */
+#define VFS_COALESCE_MAX 4
+
+/* With dev->lock held for reading: the call held back, if any. */
+static void queue_flush_call(VfsQueue *q)
+{
+    if (q->call_pending) {
+        q->call_pending = FALSE;
+        q->calls_held = 0;
+        fd_signal(q->call_fd);
+    }
+}
+
+/* With dev->lock held for reading, in the queue thread: completes a request it handled in
+ * @took µs. The call the driver asked for is held back while more requests wait in the ring,
+ * up to opts.coalesce_us and VFS_COALESCE_MAX completions, so that one interrupt covers
+ * several (as QEMU's virtio-blk defers notifications to the end of a batch): a driver that
+ * has requests queued is not idle, and each call is a cross-CPU wake-up that both sides pay
+ * for. Only after a request faster than opts.coalesce_us, as the next is likely to be: the
+ * held-back completion waits for the request handled next. */
+static void queue_complete(VfsQueue *q, guint16 head, guint32 len, gint64 took)
+{
+    VfsDevice *dev = q->dev;
+
+    g_mutex_lock(&q->push_lock);
+    gboolean notify = vfs_vq_push(&q->vq, head, len);
+    g_mutex_unlock(&q->push_lock);
+    if (notify) {
+        if (!q->call_pending && took < dev->opts.coalesce_us &&
+            vfs_vq_avail_pending(&q->vq)) {
+            q->call_pending = TRUE;
+            q->calls_held = 0;
+            q->call_held_since = g_get_monotonic_time();
+            return;
+        }
+        q->call_pending = TRUE;
+    }
+    if (q->call_pending) {
+        if (++q->calls_held >= VFS_COALESCE_MAX || !vfs_vq_avail_pending(&q->vq) ||
+            g_get_monotonic_time() - q->call_held_since >= dev->opts.coalesce_us) {
+            queue_flush_call(q);
+        }
+    }
+}
+
 static void queue_process(VfsQueue *q)
 {
     VfsDevice *dev = q->dev;
@@ -211,6 +260,7 @@ static void queue_process(VfsQueue *q)
                 queue_mark_broken(q, err, bad_head);
                 break;
             }
+            queue_flush_call(q);
             if (queue_poll(q) || vfs_vq_enable_notify(&q->vq)) {
                 continue;
             }
@@ -230,18 +280,21 @@ static void queue_process(VfsQueue *q)
         /* Handle without the lock so that the message thread is never held up by a slow
          * request; the reference keeps the request's buffers mapped meanwhile. */
         VfsGuestMem *mem = vfs_guest_mem_ref(dev->mem);
-        gint64 t0 = inline_req ? g_get_monotonic_time() : 0;
+        gboolean timed = inline_req || dev->opts.coalesce_us;
+        gint64 t0 = timed ? g_get_monotonic_time() : 0;
         g_rw_lock_reader_unlock(&dev->lock);
         guint32 len = request_handle(dev, elem);
+        gint64 took = timed ? g_get_monotonic_time() - t0 : 0;
         if (inline_req) {
-            gint64 t1 = g_get_monotonic_time();
-            q->inline_off_until = t1 - t0 > VFS_INLINE_MAX_US ? t1 + VFS_INLINE_BACKOFF_US : 0;
+            q->inline_off_until = took > VFS_INLINE_MAX_US ? t0 + took + VFS_INLINE_BACKOFF_US
+                                                           : 0;
         }
         g_rw_lock_reader_lock(&dev->lock);
-        request_complete(q, elem->head, len);
+        queue_complete(q, elem->head, len, took);
         vfs_guest_mem_unref(mem);
         g_free(elem);
     }
+    queue_flush_call(q);
     g_rw_lock_reader_unlock(&dev->lock);
 }
 

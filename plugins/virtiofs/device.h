@@ -27,6 +27,8 @@ typedef struct {
                              * is alone (nothing else in the ring or the pool) */
     guint pool_spin_us;     /* with a pool: how long an idle pool thread looks for the next
                              * request before it sleeps (one thread at a time); 0: never */
+    guint coalesce_us;      /* how long a queue thread may hold back the call for a request
+                             * it completed while more wait in its ring; 0: never */
 } VfsDeviceOptions;
 
 typedef struct VfsDevice VfsDevice;

@@ -50,6 +50,7 @@ void vfs_test_log_clear(void)
 guint vfs_test_poll_us;
 gboolean vfs_test_pool_inline;
 guint vfs_test_pool_spin_us;
+guint vfs_test_coalesce_us;
 
 void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
 {
@@ -65,6 +66,7 @@ void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup)
         .poll_us = vfs_test_poll_us,
         .pool_inline = vfs_test_pool_inline,
         .pool_spin_us = vfs_test_pool_spin_us,
+        .coalesce_us = vfs_test_coalesce_us,
     };
     t->dev = vfs_device_new(&opts, &error);
     g_assert_no_error(error);

@@ -25,6 +25,8 @@ extern guint vfs_test_poll_us;
  * (FALSE and 0 by default). */
 extern gboolean vfs_test_pool_inline;
 extern guint vfs_test_pool_spin_us;
+/* VfsDeviceOptions.coalesce_us of the next vfs_test_up(); 0 by default. */
+extern guint vfs_test_coalesce_us;
 /* Starts a device (pool size @pool) and a front-end; runs the handshake when @setup. */
 void vfs_test_up(VfsTest *t, guint pool, const VfsFeSetup *setup);
 /* Disconnects and frees both; the device must have finished everything. */
