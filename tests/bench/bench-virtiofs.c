@@ -84,6 +84,7 @@ static gchar *opt_share_base;
 static gboolean opt_counts;
 static char **opt_berth_args;
 static char **opt_b_args;
+static gchar *opt_b_berth;
 static gint opt_pool = -1;
 static gint opt_inflight;
 
@@ -599,6 +600,9 @@ int main(int argc, char **argv)
           "A/B mode: compare against a second berth-virtiofsd (same --berth binary) run with "
           "this extra argument (repeatable; '-' for none) instead of virtiofsd; the 'virtiofsd' "
           "columns are then B's", "ARG" },
+        { "b-berth", 0, 0, G_OPTION_ARG_FILENAME, &opt_b_berth,
+          "A/B mode with another berth-virtiofsd binary as B (e.g. an older build); with "
+          "--b-arg, B gets those arguments too", "PATH" },
         { "counts", 0, 0, G_OPTION_ARG_NONE, &opt_counts,
           "also print kicks, calls and sleeps per operation (after each line)", NULL },
         { NULL },
@@ -612,6 +616,10 @@ int main(int argc, char **argv)
     if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
         g_printerr("%s\n", error->message);
         return 2;
+    }
+    if (opt_b_berth && !opt_b_args) {
+        static char *none[] = { "-", NULL };
+        opt_b_args = none;
     }
     if (!opt_berth && argc > 1) {
         opt_berth = g_strdup(argv[1]);
@@ -662,7 +670,7 @@ int main(int argc, char **argv)
         if (opt_b_args) {
             /* B: the same binary with other options; '-' alone means none. */
             vb.name = "berth-virtiofsd (B)";
-            vb.path = opt_berth;
+            vb.path = opt_b_berth ? opt_b_berth : opt_berth;
             vb.berth = TRUE;
             vb.extra_args = g_str_equal(opt_b_args[0], "-") ? NULL : opt_b_args;
         }
