@@ -565,8 +565,22 @@ run_cli(Bench *b)
     if (virsh) {
         double v = median(vt, CLI_RUNS);
 
+        g_autoptr(GString) many = g_string_new(NULL);
+        double mt[CLI_RUNS];
+
         printf("virsh -c %s list: %.1f ms; virsh/berthctl = %.1f\n", virsh_uri, v,
                v / median(bt, CLI_RUNS));
+        /* Calls on an open connection: one virsh process with 101 commands, less one with 1. */
+        g_string_printf(many, "virsh -c '%s' '", virsh_uri);
+        for (int i = 0; i < 101; i++) {
+            g_string_append(many, i ? "; list" : "list");
+        }
+        g_string_append(many, "' >/dev/null");
+        for (int i = 0; i < CLI_RUNS; i++) {
+            mt[i] = time_cmd(many->str);
+        }
+        printf("virsh: 100 more list commands on the connection: %.1f ms (%.0f/s)\n",
+               median(mt, CLI_RUNS) - v, 100.0 / ((median(mt, CLI_RUNS) - v) / 1000.0));
     } else {
         printf("virsh: not measured (set BERTH_BENCH_LIBVIRT_URI=qemu+tls://127.0.0.1/system "
                "with libvirtd listening for TLS)\n");

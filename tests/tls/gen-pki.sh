@@ -7,9 +7,16 @@ dir=$1
 mkdir -p "$dir"
 cd "$dir"
 ct() { certtool "$@" >/dev/null 2>&1; }
-# BERTH_PKI_KEY_TYPE=ed25519 makes every key Ed25519 instead (the handshake benchmark's variant).
+# BERTH_PKI_KEY_TYPE=ed25519 or rsa makes every key of that type instead (benchmark variants;
+# libvirtd only takes RSA certificates with key encipherment usage, which rsa adds).
+usage=signing_key
 case ${BERTH_PKI_KEY_TYPE:-ecdsa} in
 ed25519) key() { ct --generate-privkey --key-type=ed25519 --outfile "$1-key.pem"; } ;;
+rsa)
+    key() { ct --generate-privkey --key-type=rsa --bits=2048 --outfile "$1-key.pem"; }
+    usage='signing_key
+encryption_key'
+    ;;
 *) key() { ct --generate-privkey --key-type=ecdsa --curve=secp256r1 --outfile "$1-key.pem"; } ;;
 esac
 
@@ -29,12 +36,12 @@ organization = "berth test"
 dns_name = "localhost"
 ip_address = "127.0.0.1"
 tls_www_server
-signing_key
+$usage
 expiration_days = 365
 EOF
 
 client_tmpl() { # name cn extra-lines
-    printf 'cn = "%s"\norganization = "berth test"\nsigning_key\n%s\n' "$2" "$3" >"$1.tmpl"
+    printf 'cn = "%s"\norganization = "berth test"\n%s\n%s\n' "$2" "$usage" "$3" >"$1.tmpl"
 }
 client_tmpl admin admin1 'tls_www_client
 email = "admin1@example.com"
