@@ -146,7 +146,7 @@ main(int argc, char **argv)
     int ready_fd = -1;
     int argi = 1;
     int execed = 0;
-    pid_t pid;
+    pid_t pid = -1;
 
     for (; argi < argc; argi++) {
         if (strcmp(argv[argi], "--") == 0) {

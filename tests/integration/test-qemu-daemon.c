@@ -498,7 +498,6 @@ test_shutdown_ignored(Fixture *fx, gconstpointer data)
     ev = daemon_connect(fx->d, TRUE);
     for (gsize i = 0; i < G_N_ELEMENTS(features); i++) {
         g_autofree char *name = g_strdup_printf("sd%zu", i);
-        g_autofree char *p = name_param(name);
         g_autofree char *tp = g_strdup_printf("{\"name\":\"%s\",\"timeout_ms\":500}", name);
         g_autofree char *fp = g_strdup_printf("{\"name\":\"%s\",\"timeout_ms\":500,"
                                               "\"force\":true}", name);

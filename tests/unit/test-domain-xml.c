@@ -1151,6 +1151,7 @@ test_device_bad(void)
                                                   BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error);
 
         g_assert_no_error(error);
+        g_assert_nonnull(dev);
         g_assert_null(parse_dev(bad[3].xml, BERTH_XML_PARSE_IGNORE_UNSUPPORTED, &error));
         g_assert_error(error, BERTH_ERROR, BERTH_ERROR_INVALID_ARGUMENT);
     }
