@@ -149,7 +149,7 @@ int main(int argc, char **argv)
         { "pool-spin-us", 0, 0, G_OPTION_ARG_INT, &spin_us,
           "With --thread-pool-size > 0: the most microseconds an idle pool thread keeps "
           "looking for the next request before it sleeps, adapted as --poll-us is; one thread "
-          "at a time (default: --poll-us's value; 0: never spins)", "N" },
+          "polls or spins at a time (default: --poll-us's value; 0: never spins)", "N" },
         { "coalesce-us", 0, 0, G_OPTION_ARG_INT, &coalesce_us,
           "The most microseconds a queue thread holds back the interrupt for a request it "
           "completed while more requests wait in its ring, so that one interrupt covers "

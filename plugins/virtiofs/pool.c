@@ -27,6 +27,8 @@ struct VfsPool {
     VfsWorker *idle;    /* sleeping threads, the last one to go idle first (the warmest) */
     guint waking;       /* threads woken or started for an item that have not looked yet */
     gboolean spinning;  /* a thread spins outside the lock and will look at @items */
+    gint *spin_token;   /* atomic: held by whoever spins (see vfs_pool_new) */
+    gint own_token;
     guint spin_us;      /* the present spinning window */
     gint quit;          /* atomic, written under @lock */
     guint64 wakeups;
@@ -38,6 +40,9 @@ static void pool_spin(VfsPool *pool)
 {
     gint64 end = g_get_monotonic_time() + pool->spin_us;
 
+    if (!g_atomic_int_compare_and_exchange(pool->spin_token, 0, 1)) {
+        return; /* another thread spins (ours or the owner's): this one sleeps */
+    }
     pool->spinning = TRUE;
     g_mutex_unlock(&pool->lock);
     while (!g_atomic_int_get(&pool->quit) && g_atomic_int_get(&pool->nqueued) == 0 &&
@@ -45,6 +50,7 @@ static void pool_spin(VfsPool *pool)
         /* Not a pause: the threads that hand off and run requests must get the CPU. */
         sched_yield();
     }
+    g_atomic_int_set(pool->spin_token, 0);
     g_mutex_lock(&pool->lock);
     pool->spinning = FALSE;
 }
@@ -122,8 +128,8 @@ static gboolean pool_start_worker(VfsPool *pool, GError **error)
     return TRUE;
 }
 
-VfsPool *vfs_pool_new(guint max_threads, guint spin_us, VfsPoolFunc func, gpointer user_data,
-                      GError **error)
+VfsPool *vfs_pool_new(guint max_threads, guint spin_us, gint *spin_token, VfsPoolFunc func,
+                      gpointer user_data, GError **error)
 {
     VfsPool *pool = g_new0(VfsPool, 1);
 
@@ -132,6 +138,7 @@ VfsPool *vfs_pool_new(guint max_threads, guint spin_us, VfsPoolFunc func, gpoint
     pool->user_data = user_data;
     pool->max_threads = max_threads;
     pool->spin_max = pool->spin_us = spin_us;
+    pool->spin_token = spin_token ? spin_token : &pool->own_token;
     g_mutex_init(&pool->lock);
     g_queue_init(&pool->items);
     pool->workers = g_ptr_array_new();

@@ -11,10 +11,12 @@ typedef struct VfsPool VfsPool;
  * Up to @max_threads threads, started as requests need them and kept until vfs_pool_free().
  * A thread that finds no work keeps looking for up to @spin_us microseconds (adapted as Linux's
  * halt polling is; 0: never) before it sleeps, so that a request handed off meanwhile costs no
- * wake-up. At most one thread spins at a time. Items run in hand-off order, by any thread.
+ * wake-up. It spins only while it holds @spin_token (an atomic int, 0 when free, shared with
+ * whatever else may spin; NULL: a token of the pool's own), so at most one thread spins. Items
+ * run in hand-off order, by any thread.
  */
-VfsPool *vfs_pool_new(guint max_threads, guint spin_us, VfsPoolFunc func, gpointer user_data,
-                      GError **error);
+VfsPool *vfs_pool_new(guint max_threads, guint spin_us, gint *spin_token, VfsPoolFunc func,
+                      gpointer user_data, GError **error);
 /* Hands @item to a thread: the spinning one, else the one that went idle last, else a new one
  * (or, when none can be started, the next thread that finishes its item). */
 void vfs_pool_push(VfsPool *pool, gpointer item);

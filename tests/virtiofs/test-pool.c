@@ -10,6 +10,7 @@
 typedef struct {
     guint threads;
     guint spin_us;
+    gboolean token_taken; /* someone else holds the spin token throughout */
 } PoolCase;
 
 typedef struct {
@@ -60,7 +61,7 @@ static void test_every_item_once(gconstpointer data)
     const PoolCase *pc = data;
     g_autofree Counter *c = g_new0(Counter, 1);
     g_autoptr(GError) error = NULL;
-    VfsPool *pool = vfs_pool_new(pc->threads, pc->spin_us, item_run, c, &error);
+    VfsPool *pool = vfs_pool_new(pc->threads, pc->spin_us, NULL, item_run, c, &error);
     GThread *threads[NPRODUCERS];
     Producer prods[NPRODUCERS];
 
@@ -87,7 +88,7 @@ static void test_every_item_once(gconstpointer data)
 static void test_free_runs_queued(void)
 {
     g_autofree Counter *c = g_new0(Counter, 1);
-    VfsPool *pool = vfs_pool_new(2, 50, item_run, c, NULL);
+    VfsPool *pool = vfs_pool_new(2, 50, NULL, item_run, c, NULL);
 
     c->sleep_us = 500;
     for (guint i = 0; i < 40; i++) {
@@ -101,12 +102,14 @@ static void test_free_runs_queued(void)
 }
 
 /* One item at a time, the next pushed as soon as the last ran: the spinning thread takes
- * nearly all without a wake-up; without spinning, nearly each one wakes a thread. */
+ * nearly all without a wake-up; without spinning (or the spin token), nearly each one wakes
+ * a thread. */
 static void test_spin_saves_wakeups(gconstpointer data)
 {
     const PoolCase *pc = data;
     g_autofree Counter *c = g_new0(Counter, 1);
-    VfsPool *pool = vfs_pool_new(pc->threads, pc->spin_us, item_run, c, NULL);
+    gint token = pc->token_taken ? 1 : 0;
+    VfsPool *pool = vfs_pool_new(pc->threads, pc->spin_us, &token, item_run, c, NULL);
     const guint n = 400;
 
     g_usleep(20000); /* the first thread is asleep now */
@@ -119,7 +122,8 @@ static void test_spin_saves_wakeups(gconstpointer data)
     guint64 wakeups = vfs_pool_wakeups(pool);
     vfs_pool_free(pool);
     g_test_message("%u items, %" G_GUINT64_FORMAT " wake-ups", n, wakeups);
-    if (pc->spin_us) {
+    g_assert_cmpint(token, ==, pc->token_taken ? 1 : 0);
+    if (pc->spin_us && !pc->token_taken) {
         g_assert_cmpuint(wakeups, <, n / 2);
     } else {
         g_assert_cmpuint(wakeups, >, n / 2);
@@ -130,7 +134,8 @@ int main(int argc, char **argv)
 {
     static const PoolCase cases[] = { { 1, 0 }, { 1, 50 }, { 4, 0 }, { 4, 50 }, { 64, 0 },
                                       { 64, 50 } };
-    static const PoolCase spin_cases[] = { { 4, 0 }, { 4, 1000 } };
+    static const PoolCase spin_cases[] = { { 4, 0, FALSE }, { 4, 1000, FALSE },
+                                           { 4, 1000, TRUE } };
 
     g_test_init(&argc, &argv, NULL);
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
@@ -141,8 +146,9 @@ int main(int argc, char **argv)
     }
     g_test_add_func("/virtiofs/pool/free-runs-queued", test_free_runs_queued);
     for (guint i = 0; i < G_N_ELEMENTS(spin_cases); i++) {
-        g_autofree char *path = g_strdup_printf("/virtiofs/pool/spin-saves-wakeups/spin-%u",
-                                                spin_cases[i].spin_us);
+        g_autofree char *path = g_strdup_printf(
+            "/virtiofs/pool/spin-saves-wakeups/spin-%u%s", spin_cases[i].spin_us,
+            spin_cases[i].token_taken ? "-token-taken" : "");
         g_test_add_data_func(path, &spin_cases[i], test_spin_saves_wakeups);
     }
     return g_test_run();
