@@ -341,14 +341,19 @@ static gboolean
 handshake_step(gint fd, GIOCondition cond, gpointer data)
 {
     TlsTransport *t = data;
-    int rc = gnutls_handshake(t->session);
+    int rc;
 
+    do {
+        rc = gnutls_handshake(t->session);
+        /* A warning alert ends the call with the next message possibly already read into
+         * t->io, where no poll would see it. */
+    } while (rc < 0 && !gnutls_error_is_fatal(rc) && rc != GNUTLS_E_AGAIN &&
+             rc != GNUTLS_E_INTERRUPTED && t->io.len > 0);
     if (rc == GNUTLS_E_SUCCESS) {
         handshake_done(t);
         return G_SOURCE_REMOVE;
     }
-    if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED ||
-        (rc < 0 && !gnutls_error_is_fatal(rc))) {
+    if (rc < 0 && !gnutls_error_is_fatal(rc)) {
         GIOCondition want = gnutls_record_get_direction(t->session) == 1 ? G_IO_OUT : G_IO_IN;
 
         handshake_watch(t, want);
