@@ -162,10 +162,12 @@ static void test_lone_requests(gconstpointer data)
     gint calls = g_atomic_int_get(&t.fs.calls);
     gint in_queue = g_atomic_int_get(&t.fs.queue_thread_calls);
     g_assert_cmpint(calls, ==, (gint)c->iterations);
+    g_test_message("%d requests, %d in the queue thread", calls, in_queue);
     if (c->fast) {
-        /* All of them, unless the machine stalled one past the inline limit (the queue then
-         * hands off for a while). */
-        g_assert_cmpint(in_queue, >=, calls / 2);
+        /* Nearly all of them. Only the first is certain: a machine that stalls a request past
+         * the inline limit (1 ms, easily reached by a loaded machine's preemption) makes the
+         * queue hand off for 100 ms, which can be the whole test. */
+        g_assert_cmpint(in_queue, >=, 1);
     } else {
         g_assert_cmpint(in_queue, ==, 0);
     }
