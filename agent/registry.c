@@ -323,17 +323,25 @@ lifecycle_event(BerthDomainState old, BerthDomainState state)
     }
 }
 
-/* Back to the definition the domain had before it started; caller holds dom->lock. */
+/* Makes *@def (with its *@xml) the domain's definition when there is one, taking both;
+ * caller holds dom->lock. */
 static void
-restore_inactive_locked(BerthDomain *dom)
+adopt_def_locked(BerthDomain *dom, BerthDomainDef **def, char **xml)
 {
-    if (!dom->inactive) {
+    if (!*def) {
         return;
     }
     berth_domain_def_free(dom->def);
     g_free(dom->xml);
-    dom->def = g_steal_pointer(&dom->inactive);
-    dom->xml = g_steal_pointer(&dom->inactive_xml);
+    dom->def = g_steal_pointer(def);
+    dom->xml = g_steal_pointer(xml);
+}
+
+/* Back to the definition the domain had before it started; caller holds dom->lock. */
+static void
+restore_inactive_locked(BerthDomain *dom)
+{
+    adopt_def_locked(dom, &dom->inactive, &dom->inactive_xml);
 }
 
 BerthDomainDef *
@@ -344,12 +352,7 @@ berth_registry_prepare_start(BerthRegistry *reg, BerthDomain *dom)
     g_mutex_lock(&dom->lock);
     if (!state_is_active(dom->state)) {
         restore_inactive_locked(dom);
-        if (dom->next) {
-            berth_domain_def_free(dom->def);
-            g_free(dom->xml);
-            dom->def = g_steal_pointer(&dom->next);
-            dom->xml = g_steal_pointer(&dom->next_xml);
-        }
+        adopt_def_locked(dom, &dom->next, &dom->next_xml);
         dom->inactive = berth_domain_def_copy(dom->def);
         dom->inactive_xml = g_strdup(dom->xml);
         berth_domain_def_assign_aliases(dom->def);
@@ -501,24 +504,16 @@ berth_registry_set_state(BerthRegistry *reg, BerthDomain *dom, BerthDomainState 
     g_mutex_lock(&dom->lock);
     old = dom->state;
     changed = old != state || dom->reason != reason;
-    if (!state_is_active(old) && state_is_active(state) && dom->next) {
+    if (!state_is_active(old) && state_is_active(state)) {
         /* A definition changed while the domain was off: it is the one that starts now. */
-        berth_domain_def_free(dom->def);
-        g_free(dom->xml);
-        dom->def = g_steal_pointer(&dom->next);
-        dom->xml = g_steal_pointer(&dom->next_xml);
+        adopt_def_locked(dom, &dom->next, &dom->next_xml);
     }
     dom->state = state;
     dom->reason = reason;
     if (!state_is_active(state)) {
         g_hash_table_remove_all(dom->plugin_status);
         restore_inactive_locked(dom);
-        if (dom->next) {
-            berth_domain_def_free(dom->def);
-            g_free(dom->xml);
-            dom->def = g_steal_pointer(&dom->next);
-            dom->xml = g_steal_pointer(&dom->next_xml);
-        }
+        adopt_def_locked(dom, &dom->next, &dom->next_xml);
         drop = !dom->persistent;
     }
     if (!write_status_locked(reg, dom, &error)) {
