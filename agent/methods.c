@@ -171,6 +171,16 @@ domain_job_free(gpointer p)
     g_free(dj);
 }
 
+static DomainJob *
+domain_job_new(BerthCore *core, const char *name)
+{
+    DomainJob *dj = g_new0(DomainJob, 1);
+
+    dj->core = core;
+    dj->name = g_strdup(name);
+    return dj;
+}
+
 /* The reply of a lifecycle job: {"job":ID,"state":..,"reason":..}. */
 static char *
 lifecycle_result(BerthCore *core, BerthJob *job, const char *name)
@@ -280,9 +290,7 @@ domain_define(BerthRpcCall *call, yajl_val params, gpointer data)
         reply_gerror(call, error);
         return;
     }
-    dj = g_new0(DomainJob, 1);
-    dj->core = core;
-    dj->name = g_strdup(def->name);
+    dj = domain_job_new(core, def->name);
     dj->xml = g_strdup(xml);
     dj->flags = ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0;
     submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.define", 0, job_define);
@@ -446,7 +454,7 @@ job_lifecycle(BerthJob *job, gpointer data, GError **error)
 guint64
 berth_daemon_start_domain(BerthCore *core, const char *name, GError **error)
 {
-    DomainJob *dj = g_new0(DomainJob, 1);
+    DomainJob *dj = domain_job_new(core, name);
     BerthJobSpec spec = {
         .struct_size = sizeof(BerthJobSpec),
         .object_kind = "domain",
@@ -458,8 +466,6 @@ berth_daemon_start_domain(BerthCore *core, const char *name, GError **error)
         .data_free = domain_job_free,
     };
 
-    dj->core = core;
-    dj->name = g_strdup(name);
     dj->op = OP_START;
     return berth_scheduler_submit(core->sched, &spec, "autostart", NULL, NULL, NULL, error);
 }
@@ -495,9 +501,7 @@ domain_lifecycle(BerthRpcCall *call, yajl_val params, BerthCore *core, Lifecycle
         reply_gerror(call, error);
         return;
     }
-    dj = g_new0(DomainJob, 1);
-    dj->core = core;
-    dj->name = g_strdup(name);
+    dj = domain_job_new(core, name);
     if (op == OP_START && flag) {
         dj->flags |= BERTH_START_PAUSED;
     }
@@ -536,9 +540,7 @@ domain_undefine(BerthRpcCall *call, yajl_val params, gpointer data)
         reply_gerror(call, error);
         return;
     }
-    dj = g_new0(DomainJob, 1);
-    dj->core = core;
-    dj->name = g_strdup(name);
+    dj = domain_job_new(core, name);
     submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.undefine", 0, job_undefine);
 }
 
@@ -670,9 +672,7 @@ domain_attach_device(BerthRpcCall *call, yajl_val params, gpointer data)
         reply_gerror(call, error);
         return;
     }
-    dj = g_new0(DomainJob, 1);
-    dj->core = core;
-    dj->name = g_strdup(name);
+    dj = domain_job_new(core, name);
     dj->xml = g_strdup(xml);
     dj->flags = ignore ? BERTH_XML_PARSE_IGNORE_UNSUPPORTED : 0;
     submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.attach_device", 0,
@@ -695,9 +695,7 @@ domain_detach_device(BerthRpcCall *call, yajl_val params, gpointer data)
         reply_gerror(call, error);
         return;
     }
-    dj = g_new0(DomainJob, 1);
-    dj->core = core;
-    dj->name = g_strdup(name);
+    dj = domain_job_new(core, name);
     dj->alias = g_strdup(alias);
     submit_domain_job(call, core, dj, BERTH_JOB_MODIFY, "domain.detach_device", 0,
                       job_detach_device);
