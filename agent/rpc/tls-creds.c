@@ -430,16 +430,18 @@ verified_lookup(BerthTlsCreds *creds, GBytes *key, BerthTlsPeerCheck *check)
     return hit;
 }
 
-/* Remembers a chain that passed: its validity is that of its every certificate. */
+/* Remembers a chain that passed: its validity is that of its every certificate (@leaf is
+ * certs[0], already parsed). */
 static void
-verified_add(BerthTlsCreds *creds, GBytes *key, const gnutls_datum_t *certs,
-             unsigned int n_certs, const BerthTlsPeerCheck *check)
+verified_add(BerthTlsCreds *creds, GBytes *key, gnutls_x509_crt_t leaf,
+             const gnutls_datum_t *certs, unsigned int n_certs, const BerthTlsPeerCheck *check)
 {
     VerifiedPeer *v = g_new0(VerifiedPeer, 1);
 
-    v->valid_from = 0;
-    v->valid_until = g_get_real_time() / G_USEC_PER_SEC + VERIFIED_TTL_S;
-    for (unsigned int i = 0; i < n_certs; i++) {
+    v->valid_from = gnutls_x509_crt_get_activation_time(leaf);
+    v->valid_until = MIN(g_get_real_time() / G_USEC_PER_SEC + VERIFIED_TTL_S,
+                         (gint64) gnutls_x509_crt_get_expiration_time(leaf));
+    for (unsigned int i = 1; i < n_certs; i++) {
         gnutls_x509_crt_t crt;
 
         gnutls_x509_crt_init(&crt);
@@ -538,7 +540,7 @@ berth_tls_check_peer(gnutls_session_t session, BerthTlsCreds *creds, BerthTlsPee
             refuse(check, GNUTLS_A_ACCESS_DENIED,
                    "its identity matches no pattern of tls_admin or tls_readonly");
         } else if (key) {
-            verified_add(creds, key, certs, n_certs, check);
+            verified_add(creds, key, crt, certs, n_certs, check);
         }
     }
     gnutls_x509_crt_deinit(crt);
