@@ -14,14 +14,13 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <yajl/yajl_gen.h>
-
-#include <berth/json.h>
 
 #include "build-config.h"
 #include "ctl/client.h"
 #include "rpc/server.h"
 #include "rpc/tls.h"
+
+#include "bench-util.h"
 
 #define RUNS 5
 #define ONE_CONN_CALLS 20000
@@ -41,59 +40,6 @@ typedef struct {
     clockid_t cpu_clock; /* the server thread's CPU clock */
     gint ready;
 } Bench;
-
-typedef struct {
-    double rate;
-    double p50_us;
-    double p99_us;
-    double cpu_us; /* server thread CPU per call or handshake */
-} Result;
-
-static gint64
-cpu_ns(clockid_t clock)
-{
-    struct timespec ts;
-
-    clock_gettime(clock, &ts);
-    return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static gint64
-now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (gint64) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Like the daemon's agent.info: an object of about 400 bytes built with yajl. */
-static void
-info_handler(BerthRpcCall *call, yajl_val params, gpointer data)
-{
-    yajl_gen g = yajl_gen_alloc(NULL);
-
-    yajl_gen_map_open(g);
-    berth_json_kv_str(g, "version", "0.1.0");
-    berth_json_kv_str(g, "hostname", g_get_host_name());
-    berth_json_kv_int(g, "pid", getpid());
-    berth_json_kv_int(g, "uptime_s", g_get_monotonic_time() / G_USEC_PER_SEC);
-    berth_json_kv_bool(g, "privileged", FALSE);
-    berth_json_kv_str(g, "config_file", "/etc/berth/berthd.conf");
-    berth_json_str(g, "dirs");
-    yajl_gen_map_open(g);
-    berth_json_kv_str(g, "config", "/etc/berth");
-    berth_json_kv_str(g, "state", "/var/lib/berth");
-    berth_json_kv_str(g, "run", "/run/berth");
-    berth_json_kv_str(g, "plugins", "/usr/lib/x86_64-linux-gnu/berth/plugins");
-    berth_json_kv_str(g, "domains", "/etc/berth/domains");
-    yajl_gen_map_close(g);
-    berth_json_kv_int(g, "domains", 12);
-    berth_json_kv_int(g, "plugins", 4);
-    berth_json_kv_int(g, "last_event_seq", 4711);
-    yajl_gen_map_close(g);
-    berth_rpc_call_reply(call, berth_json_finish(g));
-}
 
 static void
 list_handler(BerthRpcCall *call, yajl_val params, gpointer data)
@@ -148,7 +94,7 @@ bench_start(Bench *b)
     b->ctx = g_main_context_new();
     b->loop = g_main_loop_new(b->ctx, FALSE);
     b->server = berth_rpc_server_new(b->ctx, NULL, &limits);
-    berth_rpc_server_add_method(b->server, "agent.info", FALSE, info_handler, NULL);
+    berth_rpc_server_add_method(b->server, "agent.info", FALSE, bench_info_handler, NULL);
     berth_rpc_server_add_method(b->server, "domain.list", FALSE, list_handler, NULL);
     b->tls = berth_tls_listener_new(b->server, "127.0.0.1:0", &cfg, &error);
     g_assert_no_error(error);
@@ -203,172 +149,93 @@ client(Bench *b)
     return c;
 }
 
-static int
-cmp_i64(const void *a, const void *b)
-{
-    gint64 x = *(const gint64 *) a, y = *(const gint64 *) b;
-
-    return x < y ? -1 : x > y;
-}
-
-static int
-cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-
-    return x < y ? -1 : x > y;
-}
-
-static void
-percentiles(gint64 *lat, gsize n, Result *r)
-{
-    qsort(lat, n, sizeof(*lat), cmp_i64);
-    r->p50_us = (double) lat[n / 2] / 1000.0;
-    r->p99_us = (double) lat[n * 99 / 100] / 1000.0;
-}
-
-static Result
+static BenchResult
 run_one_connection(Bench *b)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(BerthClient) c = client(b);
     g_autofree gint64 *lat = g_new(gint64, ONE_CONN_CALLS);
     gint64 start;
-    Result r = {0};
+    BenchResult r = {0};
 
     for (int i = 0; i < 1000; i++) {
         if (!berth_client_call(c, "agent.info", NULL, NULL, &error)) {
             g_error("%s", error->message);
         }
     }
-    gint64 cpu_start = cpu_ns(b->cpu_clock);
+    gint64 cpu_start = bench_cpu_ns(b->cpu_clock);
 
-    start = now_ns();
+    start = bench_now_ns();
     for (int i = 0; i < ONE_CONN_CALLS; i++) {
-        gint64 t0 = now_ns();
+        gint64 t0 = bench_now_ns();
         char *result = NULL;
 
         if (!berth_client_call(c, "agent.info", NULL, &result, &error)) {
             g_error("%s", error->message);
         }
         g_free(result);
-        lat[i] = now_ns() - t0;
+        lat[i] = bench_now_ns() - t0;
     }
-    r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
-    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
-    percentiles(lat, ONE_CONN_CALLS, &r);
+    r.rate = ONE_CONN_CALLS / ((double) (bench_now_ns() - start) / 1e9);
+    r.cpu_us = (double) (bench_cpu_ns(b->cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
+    bench_percentiles(lat, ONE_CONN_CALLS, &r);
     return r;
 }
 
-typedef struct {
-    int fd;
-    clockid_t cpu_clock;
-    gint ready;
-} Echo;
-
-static gpointer
-echo_thread(gpointer data)
-{
-    Echo *e = data;
-    char buf[8192];
-    gssize n;
-
-    pthread_getcpuclockid(pthread_self(), &e->cpu_clock);
-    g_atomic_int_set(&e->ready, 1);
-    while ((n = recv(e->fd, buf, sizeof(buf), 0)) > 0) {
-        if (send(e->fd, buf, (size_t) n, MSG_NOSIGNAL) != n) {
-            break;
-        }
-    }
-    return NULL;
-}
-
-/* The floor under the TLS figures: a thread that echoes each request back at once over TCP
- * on loopback (TCP_NODELAY, blocking calls), no TLS, no JSON, no main loop. Measured in the
- * same run, so that the machine's cost of a round trip shows beside the server's. */
-static Result
+/* The floor under the TLS figures: the echo thread over TCP on loopback (TCP_NODELAY,
+ * blocking calls), no TLS. */
+static BenchResult
 run_tcp_echo(void)
 {
     static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.info\"}\n";
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof(a);
-    g_autofree gint64 *lat = g_new(gint64, ONE_CONN_CALLS);
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int cfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int on = 1;
-    Echo e = {0};
-    GThread *thread;
-    gint64 start, cpu_start;
-    Result r = {0};
-    char buf[8192];
+    int sfd;
+    BenchResult r;
 
     if (bind(lfd, (struct sockaddr *) &a, sizeof(a)) < 0 || listen(lfd, 1) < 0 ||
         getsockname(lfd, (struct sockaddr *) &a, &alen) < 0 ||
         connect(cfd, (struct sockaddr *) &a, sizeof(a)) < 0) {
         g_error("loopback TCP: %s", g_strerror(errno));
     }
-    e.fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    if (e.fd < 0) {
+    sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (sfd < 0) {
         g_error("accept: %s", g_strerror(errno));
     }
     setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    setsockopt(e.fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    thread = g_thread_new("echo", echo_thread, &e);
-    while (!g_atomic_int_get(&e.ready)) {
-        g_usleep(1000);
-    }
-    cpu_start = cpu_ns(e.cpu_clock);
-    start = now_ns();
-    for (int i = 0; i < ONE_CONN_CALLS; i++) {
-        gint64 t0 = now_ns();
-        gsize got = 0;
-
-        if (send(cfd, req, sizeof(req) - 1, MSG_NOSIGNAL) != sizeof(req) - 1) {
-            g_error("send: %s", g_strerror(errno));
-        }
-        while (got < sizeof(req) - 1) {
-            gssize n = recv(cfd, buf, sizeof(buf), 0);
-
-            if (n <= 0) {
-                g_error("recv failed");
-            }
-            got += (gsize) n;
-        }
-        lat[i] = now_ns() - t0;
-    }
-    r.rate = ONE_CONN_CALLS / ((double) (now_ns() - start) / 1e9);
-    r.cpu_us = (double) (cpu_ns(e.cpu_clock) - cpu_start) / ONE_CONN_CALLS / 1000.0;
-    percentiles(lat, ONE_CONN_CALLS, &r);
-    shutdown(cfd, SHUT_RDWR);
-    g_thread_join(thread);
+    setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    r = bench_echo_floor(cfd, sfd, req, ONE_CONN_CALLS);
     close(cfd);
-    close(e.fd);
+    close(sfd);
     close(lfd);
     return r;
 }
 
 /* A new connection (TCP, full TLS handshake with both certificates) and one call, in turn. */
-static Result
+static BenchResult
 run_handshakes(Bench *b)
 {
     g_autoptr(GError) error = NULL;
     g_autofree gint64 *lat = g_new(gint64, HANDSHAKES);
-    gint64 start = now_ns();
-    gint64 cpu_start = cpu_ns(b->cpu_clock);
-    Result r = {0};
+    gint64 start = bench_now_ns();
+    gint64 cpu_start = bench_cpu_ns(b->cpu_clock);
+    BenchResult r = {0};
 
     for (int i = 0; i < HANDSHAKES; i++) {
-        gint64 t0 = now_ns();
+        gint64 t0 = bench_now_ns();
         g_autoptr(BerthClient) c = client(b);
 
         if (!berth_client_call(c, "agent.ping", NULL, NULL, &error)) {
             g_error("%s", error->message);
         }
-        lat[i] = now_ns() - t0;
+        lat[i] = bench_now_ns() - t0;
     }
-    r.rate = HANDSHAKES / ((double) (now_ns() - start) / 1e9);
-    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / HANDSHAKES / 1000.0;
-    percentiles(lat, HANDSHAKES, &r);
+    r.rate = HANDSHAKES / ((double) (bench_now_ns() - start) / 1e9);
+    r.cpu_us = (double) (bench_cpu_ns(b->cpu_clock) - cpu_start) / HANDSHAKES / 1000.0;
+    bench_percentiles(lat, HANDSHAKES, &r);
     return r;
 }
 
@@ -418,7 +285,7 @@ raw_send(RawConn *rc, const char *req, gsize len)
 {
     gssize n;
 
-    rc->sent_at = now_ns();
+    rc->sent_at = bench_now_ns();
     do {
         n = gnutls_record_send(rc->s, req, len);
     } while (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED);
@@ -429,7 +296,7 @@ raw_send(RawConn *rc, const char *req, gsize len)
 
 /* @nconns TLS connections (gnutls directly, no client library), each with one request in
  * flight, driven by one poll loop. */
-static Result
+static BenchResult
 run_many_connections(Bench *b, int nconns, gsize calls)
 {
     static const char req[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"agent.info\"}\n";
@@ -438,15 +305,15 @@ run_many_connections(Bench *b, int nconns, gsize calls)
     g_autofree gint64 *lat = g_new(gint64, calls + MANY_CONNS);
     gsize done = 0, issued = 0;
     gint64 start, cpu_start;
-    Result r = {0};
+    BenchResult r = {0};
 
     for (int i = 0; i < nconns; i++) {
         raw_open(b, &conns[i]);
         pfd[i].fd = conns[i].fd;
         pfd[i].events = POLLIN;
     }
-    cpu_start = cpu_ns(b->cpu_clock);
-    start = now_ns();
+    cpu_start = bench_cpu_ns(b->cpu_clock);
+    start = bench_now_ns();
     for (int i = 0; i < nconns; i++) {
         raw_send(&conns[i], req, strlen(req));
         issued++;
@@ -481,16 +348,16 @@ run_many_connections(Bench *b, int nconns, gsize calls)
                 continue;
             }
             g_string_erase(rc->in, 0, nl - rc->in->str + 1);
-            lat[done++] = now_ns() - rc->sent_at;
+            lat[done++] = bench_now_ns() - rc->sent_at;
             if (issued < calls) {
                 raw_send(rc, req, strlen(req));
                 issued++;
             }
         }
     }
-    r.rate = (double) done / ((double) (now_ns() - start) / 1e9);
-    r.cpu_us = (double) (cpu_ns(b->cpu_clock) - cpu_start) / (double) done / 1000.0;
-    percentiles(lat, done, &r);
+    r.rate = (double) done / ((double) (bench_now_ns() - start) / 1e9);
+    r.cpu_us = (double) (bench_cpu_ns(b->cpu_clock) - cpu_start) / (double) done / 1000.0;
+    bench_percentiles(lat, done, &r);
     for (int i = 0; i < nconns; i++) {
         gnutls_deinit(conns[i].s);
         gnutls_certificate_free_credentials(conns[i].cred);
@@ -500,15 +367,8 @@ run_many_connections(Bench *b, int nconns, gsize calls)
     return r;
 }
 
-static double
-median(double *v, int n)
-{
-    qsort(v, (size_t) n, sizeof(*v), cmp_double);
-    return v[n / 2];
-}
-
 static void
-report(const char *label, Result *runs, const char *unit)
+report(const char *label, BenchResult *runs, const char *unit)
 {
     double rate[RUNS], p50[RUNS], p99[RUNS], cpu[RUNS];
 
@@ -518,8 +378,8 @@ report(const char *label, Result *runs, const char *unit)
         p99[i] = runs[i].p99_us;
         cpu[i] = runs[i].cpu_us;
     }
-    printf("| %-34s | %9.0f %-13s | %8.1f | %8.1f | %7.1f |\n", label, median(rate, RUNS), unit,
-           median(p50, RUNS), median(p99, RUNS), median(cpu, RUNS));
+    printf("| %-34s | %9.0f %-13s | %8.1f | %8.1f | %7.1f |\n", label, bench_median(rate, RUNS), unit,
+           bench_median(p50, RUNS), bench_median(p99, RUNS), bench_median(cpu, RUNS));
     for (int i = 0; i < RUNS; i++) {
         fprintf(stderr, "#   run %d: %.0f/s p50 %.1f us p99 %.1f us\n", i + 1, runs[i].rate,
                 runs[i].p50_us, runs[i].p99_us);
@@ -531,13 +391,13 @@ report(const char *label, Result *runs, const char *unit)
 static double
 time_cmd(const char *cmd)
 {
-    gint64 t0 = now_ns();
+    gint64 t0 = bench_now_ns();
 
     if (system(cmd) != 0) {
         fprintf(stderr, "# failed: %s\n", cmd);
         return -1;
     }
-    return (double) (now_ns() - t0) / 1e6;
+    return (double) (bench_now_ns() - t0) / 1e6;
 }
 
 /* berthctl list over TLS (a whole process: start, handshake, one call), and virsh against a
@@ -561,15 +421,15 @@ run_cli(Bench *b)
         vt[i] = virsh ? time_cmd(virsh) : 0;
     }
     printf("\nberthctl --connect tls://... list: %.1f ms (median of %d runs)\n",
-           median(bt, CLI_RUNS), CLI_RUNS);
+           bench_median(bt, CLI_RUNS), CLI_RUNS);
     if (virsh) {
-        double v = median(vt, CLI_RUNS);
+        double v = bench_median(vt, CLI_RUNS);
 
         g_autoptr(GString) many = g_string_new(NULL);
         double mt[CLI_RUNS];
 
         printf("virsh -c %s list: %.1f ms; virsh/berthctl = %.1f\n", virsh_uri, v,
-               v / median(bt, CLI_RUNS));
+               v / bench_median(bt, CLI_RUNS));
         /* Calls on an open connection: one virsh process with 101 commands, less one with 1. */
         g_string_printf(many, "virsh -c '%s' '", virsh_uri);
         for (int i = 0; i < 101; i++) {
@@ -580,7 +440,7 @@ run_cli(Bench *b)
             mt[i] = time_cmd(many->str);
         }
         printf("virsh: 100 more list commands on the connection: %.1f ms (%.0f/s)\n",
-               median(mt, CLI_RUNS) - v, 100.0 / ((median(mt, CLI_RUNS) - v) / 1000.0));
+               bench_median(mt, CLI_RUNS) - v, 100.0 / ((bench_median(mt, CLI_RUNS) - v) / 1000.0));
     } else {
         printf("virsh: not measured (set BERTH_BENCH_LIBVIRT_URI=qemu+tls://127.0.0.1/system "
                "with libvirtd listening for TLS)\n");
@@ -605,7 +465,7 @@ wanted(int argc, char **argv, const char *name)
 int
 main(int argc, char **argv)
 {
-    static Result floor[RUNS], one[RUNS], raw[RUNS], hs[RUNS], many[RUNS];
+    static BenchResult floor[RUNS], one[RUNS], raw[RUNS], hs[RUNS], many[RUNS];
     static const char *const cases[] = {"one", "raw", "handshake", "many", "cli", "floor"};
     gboolean run_case[G_N_ELEMENTS(cases)];
     Bench b = {0};
