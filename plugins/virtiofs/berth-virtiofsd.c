@@ -217,7 +217,7 @@ int main(int argc, char **argv)
         .poll_us = dev_opts_poll(poll_us),
         .pool_inline = pool_inline,
         .coalesce_us = dev_opts_poll(coalesce_us),
-        .pool_spin_us = spin_us >= 0 ? (guint) MIN(spin_us, 1000) : dev_opts_poll(poll_us),
+        .pool_spin_us = dev_opts_poll(spin_us >= 0 ? spin_us : poll_us),
     };
     g_autoptr(VfsDevice) dev = vfs_device_new(&dev_opts, &error);
     if (!dev) {

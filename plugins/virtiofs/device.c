@@ -327,12 +327,7 @@ static gpointer queue_thread(gpointer data)
         g_atomic_int_inc(&q->dev->awake);
         slept = g_get_monotonic_time() - slept;
         if (q->dev->opts.poll_us) {
-            /* "Soon" allows for the wake-up itself, tens of microseconds in a VM. */
-            if (slept <= 4 * (gint64) q->dev->opts.poll_us) {
-                q->poll_us = MIN(q->dev->opts.poll_us, MAX(q->poll_us * 2, 1));
-            } else {
-                q->poll_us /= 2;
-            }
+            q->poll_us = vfs_poll_window_next(q->poll_us, q->dev->opts.poll_us, slept);
         }
         if (r < 0) {
             if (errno == EINTR) {

@@ -94,14 +94,9 @@ static gpointer worker_main(gpointer data)
         }
         slept = g_get_monotonic_time() - slept;
         pool->waking--;
-        /* Halt polling's rule, applied by the thread that could spin: a sleep that ended soon
-         * after the window (the item just missed it) doubles it, a long one halves it. */
+        /* Applied by the thread that could spin. */
         if (owner && pool->spin_max) {
-            if (slept <= 4 * (gint64)pool->spin_max) {
-                pool->spin_us = MIN(pool->spin_max, MAX(pool->spin_us * 2, 1));
-            } else {
-                pool->spin_us /= 2;
-            }
+            pool->spin_us = vfs_poll_window_next(pool->spin_us, pool->spin_max, slept);
         }
         spun = owner = FALSE;
     }
@@ -200,6 +195,14 @@ void vfs_pool_free(VfsPool *pool)
     g_ptr_array_free(pool->workers, TRUE);
     g_mutex_clear(&pool->lock);
     g_free(pool);
+}
+
+guint vfs_poll_window_next(guint window, guint max, gint64 slept)
+{
+    if (slept <= 4 * (gint64)max) {
+        return MIN(max, MAX(window * 2, 1));
+    }
+    return window / 2;
 }
 
 guint64 vfs_pool_wakeups(VfsPool *pool)

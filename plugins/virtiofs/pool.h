@@ -23,5 +23,11 @@ void vfs_pool_push(VfsPool *pool, gpointer item);
 /* Runs every item still queued, then ends and joins every thread. Accepts NULL. */
 void vfs_pool_free(VfsPool *pool);
 
+/* Linux's halt-polling rule for a polling or spinning window of at most @max µs, after the
+ * poll found nothing and the thread then slept @slept µs: a sleep that ended soon (what came
+ * just missed the window; "soon" allows for the wake-up itself, tens of µs in a VM) doubles
+ * the window, a long one halves it. Returns the next window. */
+guint vfs_poll_window_next(guint window, guint max, gint64 slept);
+
 /* Hand-offs since the pool was made that woke a sleeping thread (for tests). */
 guint64 vfs_pool_wakeups(VfsPool *pool);
